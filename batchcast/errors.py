@@ -1,0 +1,60 @@
+"""The error tree of batchcast.
+
+::
+
+    BatchcastError                 anything batchcast raises on purpose
+    ├── ConfigError                a bad hyperparameter, inference configuration or job description
+    ├── RecordError                one input record breaks SPEC.md §1 (uri, 1-based line, field)
+    ├── ShardError                 a shard could not be read or processed (I/O, a worker lost for good)
+    └── ModelError                 a model artifact is missing, malformed or incompatible
+
+User errors (bad data, bad configuration) are these; an internal bug is anything else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["BatchcastError", "ConfigError", "ModelError", "RecordError", "ShardError"]
+
+
+class BatchcastError(Exception):
+    """Base class of every error batchcast raises on purpose."""
+
+
+class ConfigError(BatchcastError, ValueError):
+    """A configuration value is invalid; the message names the key, the value and what was expected."""
+
+
+class ModelError(BatchcastError):
+    """A model artifact cannot be loaded or does not match what is asked of it."""
+
+
+class ShardError(BatchcastError):
+    """A shard could not be read or processed."""
+
+
+class RecordError(BatchcastError):
+    """One input record breaks the record contract (SPEC.md §1).
+
+    Args:
+        uri: the input object the record came from.
+        line: the 1-based line number in that object.
+        field: the offending field (``"$"`` for the line as a whole).
+        message: what was expected and what was found.
+    """
+
+    def __init__(self, uri: str, line: int, field: str, message: str) -> None:
+        self.uri = uri
+        self.line = line
+        self.field = field
+        self.message = message
+        super().__init__(f"{uri}:{line}: field {field!r}: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep the structured fields when the error crosses a process boundary (Ray pickles it).
+        return (RecordError, (self.uri, self.line, self.field, self.message))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The error as a JSON-ready dict: ``{"uri", "line", "field", "message"}``."""
+        return {"uri": self.uri, "line": self.line, "field": self.field, "message": self.message}
