@@ -1,0 +1,7 @@
+"""``python -m batchcast``."""
+
+import sys
+
+from batchcast.cli import main
+
+sys.exit(main())

@@ -1,0 +1,148 @@
+"""The Python API behind the CLI: train, transform, predict, import.
+
+Each function composes the rooms (``io`` reads and writes, ``forecast`` computes, ``runner``
+distributes) and holds no logic of its own beyond that wiring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import orjson
+
+from batchcast.errors import ConfigError
+from batchcast.forecast.artifacts import LoadedModel, save_model
+from batchcast.forecast.config import DeepARConfig, InferenceConfig
+from batchcast.forecast.train import EpochReport, TrainResult, train_model
+from batchcast.io.join import Join
+from batchcast.io.records import load_training_data
+from batchcast.io.sinks import join_uri, write_bytes_atomic
+from batchcast.runner.driver import JobSummary, run_transform
+from batchcast.runner.job import TransformJob
+from batchcast.runner.online import predict_request
+from batchcast.runner.worker import ShardProcessor, WorkerOptions
+
+__all__ = ["METRICS_NAME", "import_gluonts", "predict", "train", "transform"]
+
+METRICS_NAME = "metrics.json"
+
+
+def train(
+    train: str | Sequence[str],
+    *,
+    hyperparameters: Mapping[str, Any],
+    model_dir: str,
+    test: str | Sequence[str] | None = None,
+    seed: int = 0,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+) -> TrainResult:
+    """Train on SageMaker-format JSON Lines and save the model (and test metrics) to ``model_dir``.
+
+    Args:
+        train: training channel file(s), local or s3://.
+        hyperparameters: SageMaker DeepAR hyperparameters (values may be strings).
+        model_dir: where the model folder (or ``.tar.gz``) goes.
+        test: optional test channel; reports ``test:RMSE`` and ``test:mean_wQuantileLoss``.
+        seed: makes training deterministic.
+        on_epoch: progress callback.
+    """
+    config = DeepARConfig.from_hyperparameters(hyperparameters)
+    uris = [train] if isinstance(train, str) else list(train)
+    data = load_training_data(
+        uris,
+        prediction_length=config.prediction_length,
+        cardinality=config.cardinality,
+        num_dynamic_feat=config.num_dynamic_feat,
+    )
+    test_batch = None
+    if test is not None:
+        test_uris = [test] if isinstance(test, str) else list(test)
+        test_batch = load_training_data(
+            test_uris,
+            prediction_length=config.prediction_length,
+            cardinality=data.cardinality or "ignore",
+            num_dynamic_feat=data.num_dynamic_feat or "ignore",
+        ).batch
+    result = train_model(
+        config,
+        data.batch,
+        cardinality=data.cardinality,
+        num_dynamic_feat=data.num_dynamic_feat,
+        test=test_batch,
+        seed=seed,
+        on_epoch=on_epoch,
+    )
+    metadata = {"seed": seed, "epochs_run": len(result.losses), "best_epoch": result.best_epoch}
+    save_model(result.model, model_dir, hyperparameters=config.to_hyperparameters(), metadata=metadata)
+    if result.metrics and not model_dir.endswith(".tar.gz"):
+        write_bytes_atomic(
+            join_uri(model_dir, METRICS_NAME), orjson.dumps(result.metrics, option=orjson.OPT_INDENT_2)
+        )
+    return result
+
+
+def transform(
+    model: str,
+    input: str | None = None,
+    output: str | None = None,
+    *,
+    job: Mapping[str, Any] | None = None,
+    forward_fields: Sequence[str] | None = None,
+    progress: bool | None = False,
+    **options: Any,
+) -> JobSummary:
+    """Run a batch transform job (local Ray, or the cluster in ``RAY_ADDRESS``).
+
+    Args:
+        model: model folder or model.tar.gz, local or s3://.
+        input: file, folder, glob or s3:// prefix (or a manifest with ``data_type="ManifestFile"``);
+            may come from ``job`` instead.
+        output: local folder or s3:// prefix; may come from ``job`` instead.
+        job: an optional CreateTransformJob request body; arguments override it.
+        forward_fields: input fields copied into every output record (e.g. ``["item_id"]``).
+        progress: draw a progress bar (None: when stderr is a terminal).
+        **options: any :class:`TransformJob` field (``workers``, ``on_error``, ``seed``, ...);
+            ``inference`` may be a mapping in ``DEEPAR_INFERENCE_CONFIG`` form.
+
+    Returns:
+        The job summary (``summary.ok`` is False if any file failed).
+
+    Raises:
+        ConfigError: for an invalid job, before any record is read.
+    """
+    if isinstance(options.get("inference"), Mapping):
+        options["inference"] = InferenceConfig.from_mapping(options["inference"])
+    overrides = {"input": input, "output": output, **options}
+    if job is not None:
+        spec = TransformJob.from_request(job, model=model, **overrides)
+    else:
+        if input is None or output is None:
+            raise ConfigError("input and output are required (or a job body that names them)")
+        spec = TransformJob(model=model, **{k: v for k, v in overrides.items() if v is not None})
+    if forward_fields:
+        spec = replace(spec, join=replace(spec.join, forward_fields=tuple(forward_fields)))
+    return run_transform(spec, progress=progress)
+
+
+def predict(
+    model: str | ShardProcessor,
+    request: Mapping[str, Any],
+    *,
+    inference: InferenceConfig | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Answer one online request ``{"instances": [...], "configuration": {...}}`` in process."""
+    processor = model if isinstance(model, ShardProcessor) else ShardProcessor(
+        model, WorkerOptions(inference or InferenceConfig(), Join(), 6.0, seed)
+    )
+    result: dict[str, Any] = orjson.loads(predict_request(processor, request, seed=seed))
+    return result
+
+
+def import_gluonts(src: str, *, model_dir: str) -> LoadedModel:
+    """Convert a serialized GluonTS torch DeepAR predictor into a batchcast model folder."""
+    from batchcast.forecast.gluonts import import_gluonts as _import
+
+    return _import(src, model_dir)

@@ -1,0 +1,260 @@
+"""Byte-range shards of input objects, and reading a shard's lines.
+
+Planning is a pure function of object sizes: no object is opened to find line boundaries.
+Reading follows the Hadoop rule, so shards meet on line boundaries by themselves: a line
+belongs to the shard in which it starts. A reader whose range starts at ``start > 0`` opens
+at ``start - 1`` and skips through the first ``\\n`` it sees (if byte ``start - 1`` is itself a
+newline, a line starts exactly at ``start`` and is kept); it then reads every line that starts
+before ``end``, finishing the last one past ``end``. In bytes: a shard owns everything after
+the first newline at or after ``start - 1``, up to and including the first newline at or
+after ``end - 1``. Neighbouring shards therefore share each boundary newline exactly once.
+
+Lines are split on ``b"\\n"`` only (never ``str.splitlines``, which also splits on U+2028
+and friends that JSON strings may hold); a trailing ``b"\\r"`` is stripped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from batchcast.errors import ConfigError, ShardError
+from batchcast.io.sources import READ_ERRORS, InputObject, open_range
+
+__all__ = ["CHUNK_BYTES", "Shard", "ShardLines", "plan_shards", "read_shard_lines"]
+
+# Read size: large enough that per-chunk Python overhead vanishes next to the bytes, small
+# enough that a worker's transient memory stays a few MiB per shard.
+CHUNK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A byte range ``[start, end)`` of one input object.
+
+    Attributes:
+        file_index: the object's position in the listed inputs.
+        uri: the object's URI.
+        start: first byte of the range.
+        end: one past its last byte (for a compressed object: the compressed size; the
+            whole decompressed stream is read).
+        index: this shard's number within its object (0-based).
+        count: how many shards the object has.
+        compressed: gzip object (always one shard).
+    """
+
+    file_index: int
+    uri: str
+    start: int
+    end: int
+    index: int
+    count: int
+    compressed: bool
+
+
+@dataclass
+class ShardLines:
+    """The lines of one shard.
+
+    Attributes:
+        lines: each line without its ``\\n`` (and trailing ``\\r``), in order.
+        oversize: local 0-based line index -> byte length, for lines longer than the
+            limit; they were streamed past, never held, and their slot in ``lines`` is ``b""``.
+    """
+
+    lines: list[bytes]
+    oversize: dict[int, int] = field(default_factory=dict)
+
+
+def plan_shards(objects: Sequence[InputObject], *, target_bytes: int) -> list[Shard]:
+    """Split each object into ``ceil(size / target_bytes)`` contiguous byte ranges.
+
+    Pure: depends only on the objects' sizes. Ranges are as equal as integer division allows
+    and cover every byte exactly once. An empty object is one (empty) shard; a gzip object is
+    one shard, since a gzip stream cannot be entered in the middle.
+
+    Args:
+        objects: the listed inputs; ``file_index`` is the position in this sequence.
+        target_bytes: the largest shard wanted, in bytes (>= 1).
+
+    Returns:
+        The shards, ordered by ``(file_index, index)``.
+
+    Raises:
+        ConfigError: when ``target_bytes`` < 1.
+    """
+    if target_bytes < 1:
+        raise ConfigError(f"shard size must be >= 1 byte, got {target_bytes}")
+    shards: list[Shard] = []
+    for file_index, obj in enumerate(objects):
+        count = 1 if obj.compressed else max(1, math.ceil(obj.size / target_bytes))
+        bounds = [obj.size * i // count for i in range(count + 1)]
+        shards.extend(
+            Shard(file_index, obj.uri, bounds[i], bounds[i + 1], i, count, obj.compressed)
+            for i in range(count)
+        )
+    return shards
+
+
+def read_shard_lines(
+    shard: Shard, *, max_line_bytes: int, chunk_bytes: int = CHUNK_BYTES
+) -> ShardLines:
+    """Read the lines of a shard (the Hadoop rule; see the module docstring).
+
+    Args:
+        shard: the byte range to read.
+        max_line_bytes: lines longer than this (without ``\\r\\n``) are streamed past and
+            reported in ``oversize`` instead of being held in memory.
+        chunk_bytes: how much to read at a time (memory held is about this plus
+            ``max_line_bytes``).
+
+    Returns:
+        The shard's lines, numbered locally from 0.
+
+    Raises:
+        ShardError: when the object cannot be read (I/O error, missing object, corrupt gzip).
+        ValueError: for ``chunk_bytes`` < 1 or ``max_line_bytes`` < 0.
+    """
+    if chunk_bytes < 1 or max_line_bytes < 0:
+        raise ValueError(
+            f"need chunk_bytes >= 1 and max_line_bytes >= 0, got {chunk_bytes}, {max_line_bytes}"
+        )
+    collector = _LineCollector(max_line_bytes)
+    if shard.compressed or shard.end > shard.start:
+        try:
+            _read_range(shard, collector, chunk_bytes)
+        except READ_ERRORS as err:
+            raise ShardError(
+                f"cannot read {shard.uri!r} bytes [{shard.start}, {shard.end}): {err}"
+            ) from err
+    return ShardLines(collector.lines, collector.oversize)
+
+
+def _read_range(shard: Shard, collector: _LineCollector, chunk: int) -> None:
+    if shard.compressed:
+        with open_range(shard.uri, compressed=True) as stream:
+            while data := stream.read(chunk):
+                collector.feed(data)
+        collector.finish()
+        return
+    with open_range(shard.uri, max(shard.start - 1, 0), compressed=False) as stream:
+        first = _skip_partial_line(stream, shard.start, chunk)
+        if first is not None:  # else no newline at or after start - 1: no line starts here
+            data, position = first
+            _collect_until(
+                stream, data, position=position, end=shard.end, out=collector, size=chunk
+            )
+
+
+def _skip_partial_line(stream: BinaryIO, start: int, size: int) -> tuple[bytes, int] | None:
+    """Consume through the first newline at or after ``start - 1`` (the stream is there).
+
+    Returns:
+        The bytes read past that newline and their absolute offset, or None when the object
+        ends first. At ``start == 0`` nothing is skipped.
+    """
+    if start == 0:
+        return stream.read(size), 0
+    position = start - 1
+    while chunk := stream.read(size):
+        newline = chunk.find(b"\n")
+        if newline >= 0:
+            return chunk[newline + 1 :], position + newline + 1
+        position += len(chunk)
+    return None
+
+
+def _collect_until(
+    stream: BinaryIO, chunk: bytes, *, position: int, end: int, out: _LineCollector, size: int
+) -> None:
+    """Feed lines from ``chunk`` (whose first byte is at absolute ``position``) on, through
+    the first newline at or after ``end - 1``, or to the end of the object."""
+    if position >= end:  # the skipped newline was at or after end - 1: no line starts here
+        return
+    while True:
+        if chunk:
+            last = end - 1 - position  # from this index on, a newline closes the shard
+            if last < len(chunk):
+                newline = chunk.find(b"\n", max(last, 0))
+                if newline >= 0:
+                    out.feed(chunk[: newline + 1])
+                    break
+            out.feed(chunk)
+            position += len(chunk)
+        chunk = stream.read(size)
+        if not chunk:
+            break
+    out.finish()
+
+
+class _LineCollector:
+    """Splits a byte stream fed in chunks into lines, never holding an oversize one.
+
+    Only a partial line spanning chunks is buffered, and only up to the limit: past it the
+    line's bytes are counted and dropped.
+    """
+
+    def __init__(self, max_line_bytes: int) -> None:
+        self.max = max_line_bytes
+        self.lines: list[bytes] = []
+        self.oversize: dict[int, int] = {}
+        self._parts: list[bytes] = []  # the partial line carried over from earlier chunks
+        self._size = 0  # its length so far
+        self._dropping = False  # it was too long: its bytes are counted, not kept
+        self._cr = False  # its last byte so far is b"\r" (only tracked while dropping)
+
+    def feed(self, chunk: bytes) -> None:
+        pieces = chunk.split(b"\n")
+        tail = pieces.pop()  # bytes after the chunk's last newline: a partial line
+        first = 0
+        if pieces and (self._size or self._dropping):
+            self._extend(pieces[0])
+            self._end_line()
+            first = 1
+        limit, lines = self.max, self.lines
+        for line in pieces[first:] if first else pieces:
+            if line[-1:] == b"\r":
+                line = line[:-1]
+            if len(line) > limit:
+                self.oversize[len(lines)] = len(line)
+                line = b""
+            lines.append(line)
+        if tail:
+            self._extend(tail)
+
+    def finish(self) -> None:
+        """End of the range: a non-empty partial line is the last line (no final newline)."""
+        if self._size or self._dropping:
+            self._end_line()
+
+    def _extend(self, piece: bytes) -> None:
+        if not piece:
+            return
+        self._size += len(piece)
+        if self._dropping:
+            self._cr = piece[-1:] == b"\r"
+            return
+        self._parts.append(piece)
+        if self._size > self.max + 1:  # +1: a final b"\r" is not part of the line
+            self._cr = self._parts[-1][-1:] == b"\r"
+            self._parts.clear()
+            self._dropping = True
+
+    def _end_line(self) -> None:
+        if self._dropping:
+            self.oversize[len(self.lines)] = self._size - self._cr
+            self.lines.append(b"")
+        else:
+            line = b"".join(self._parts)
+            if line[-1:] == b"\r":
+                line = line[:-1]
+            if len(line) > self.max:
+                self.oversize[len(self.lines)] = len(line)
+                line = b""
+            self.lines.append(line)
+        self._parts.clear()
+        self._size = 0
+        self._dropping = False
+        self._cr = False

@@ -1,0 +1,290 @@
+"""TransformJob: one batch transform, validated, from flags or a CreateTransformJob request body.
+
+A SageMaker ``CreateTransformJob`` request body works as a job file (SPEC.md §4). Values that
+have a meaning here are used; values with no meaning here (instance types, KMS keys, tags,
+timeouts of an HTTP model server) are accepted and reported in ``ignored``; unknown keys and
+invalid values raise :class:`ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from batchcast.errors import ConfigError
+from batchcast.forecast.config import InferenceConfig
+from batchcast.io.join import Join
+
+__all__ = ["ON_ERROR_MODES", "TransformJob"]
+
+ON_ERROR_MODES = ("fail-file", "record", "fail-fast")
+CONTENT_TYPES = ("application/jsonlines", "application/x-jsonlines", "application/json")
+DEFAULT_SHARD_MB = 4.0
+
+# Top-level CreateTransformJob keys with no meaning for a local/Ray run: accepted, reported.
+_IGNORED_TOP = (
+    "TransformJobName",
+    "ModelName",
+    "ModelClientConfig",
+    "TransformResources",
+    "Tags",
+    "ExperimentConfig",
+    "DataCaptureConfig",
+    "BatchDataCaptureConfig",
+)
+_KNOWN_TOP = (
+    *_IGNORED_TOP,
+    "MaxConcurrentTransforms",
+    "MaxPayloadInMB",
+    "BatchStrategy",
+    "Environment",
+    "TransformInput",
+    "TransformOutput",
+    "DataProcessing",
+)
+
+
+@dataclass(frozen=True)
+class TransformJob:
+    """Everything one ``batchcast transform`` run needs.
+
+    Attributes:
+        model: model folder or ``model.tar.gz``, local or ``s3://``.
+        input: file, folder, glob, ``s3://bucket/prefix``, or a manifest (``data_type``).
+        output: local folder or ``s3://bucket/prefix``.
+        data_type: ``S3Prefix`` (also for local paths) or ``ManifestFile``.
+        batch_strategy: ``SingleRecord`` or ``MultiRecord``; records are always vectorised.
+        max_payload_mb: a longer line is a record error (1–100).
+        assemble_with: ``Line`` (each output record ends with a newline) or ``None``.
+        inference: ``DEEPAR_INFERENCE_CONFIG``.
+        workers: model workers; None = ``MODEL_SERVER_WORKERS`` or one per CPU (per GPU).
+        gpus_per_worker: GPUs each worker holds (0 = CPU).
+        on_error: ``fail-file`` (SageMaker's rule), ``record`` or ``fail-fast``.
+        seed: the job's seed; each shard's generator derives from (seed, file, shard).
+        join: DataProcessing and forward_fields.
+        resume: skip inputs whose ``.out`` already exists.
+        shard_mb: target shard size; part of the output's identity (fixes batch composition).
+        pipeline: ``fused`` (a worker reads, decodes, samples and encodes), ``split`` (decode
+            and encode in CPU tasks beside the sampling actor), ``auto`` (split with GPUs).
+        ignored: (key, why) for every accepted key with no effect here.
+    """
+
+    model: str
+    input: str
+    output: str
+    data_type: str = "S3Prefix"
+    content_type: str = "application/jsonlines"
+    compression: str = "None"
+    batch_strategy: str = "MultiRecord"
+    max_payload_mb: float = 6.0
+    assemble_with: str = "Line"
+    accept: str = "application/jsonlines"
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    workers: int | None = None
+    gpus_per_worker: float = 0.0
+    on_error: str = "fail-file"
+    seed: int = 0
+    join: Join = field(default_factory=Join)
+    resume: bool = False
+    shard_mb: float = DEFAULT_SHARD_MB
+    pipeline: str = "auto"
+    ignored: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("model", "input", "output"):
+            if not getattr(self, name):
+                raise ConfigError(f"{name} is required")
+        _choice("S3DataType", self.data_type, ("S3Prefix", "ManifestFile"))
+        _choice("ContentType", self.content_type, CONTENT_TYPES)
+        _choice("CompressionType", self.compression, ("None", "Gzip"))
+        _choice("BatchStrategy", self.batch_strategy, ("SingleRecord", "MultiRecord"))
+        _choice("AssembleWith", self.assemble_with, ("Line", "None"))
+        _choice("Accept", self.accept, CONTENT_TYPES)
+        _choice("on_error", self.on_error, ON_ERROR_MODES)
+        _choice("pipeline", self.pipeline, ("auto", "fused", "split"))
+        if not 1 <= self.max_payload_mb <= 100:
+            raise ConfigError(f"MaxPayloadInMB must be in [1, 100], got {self.max_payload_mb}")
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        if self.gpus_per_worker < 0:
+            raise ConfigError(f"gpus_per_worker must be >= 0, got {self.gpus_per_worker}")
+        if not self.shard_mb > 0:
+            raise ConfigError(f"shard_mb must be > 0, got {self.shard_mb}")
+
+    def with_overrides(self, **overrides: Any) -> TransformJob:
+        """This job with the non-None ``overrides`` applied (flags over a job file)."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    @classmethod
+    def from_request(
+        cls, body: Mapping[str, Any], *, model: str | None = None, **overrides: Any
+    ) -> TransformJob:
+        """Build from a CreateTransformJob request body; ``overrides`` (flags) win.
+
+        ``model`` is required (a CreateTransformJob names a SageMaker model, not an artifact).
+
+        Raises:
+            ConfigError: for an unknown key or an invalid value, naming it.
+        """
+        if not isinstance(body, Mapping):
+            raise ConfigError("the job file must hold a JSON object (a CreateTransformJob body)")
+        _no_unknown("CreateTransformJob", body, _KNOWN_TOP)
+        ignored = [(k, "no meaning for a batchcast run") for k in _IGNORED_TOP if k in body]
+        kwargs: dict[str, Any] = {}
+        if "MaxConcurrentTransforms" in body:
+            kwargs["workers"] = _positive_int("MaxConcurrentTransforms", body["MaxConcurrentTransforms"])
+        if "MaxPayloadInMB" in body:
+            kwargs["max_payload_mb"] = _number("MaxPayloadInMB", body["MaxPayloadInMB"])
+        if "BatchStrategy" in body:
+            kwargs["batch_strategy"] = body["BatchStrategy"]
+        kwargs.update(_environment(body.get("Environment") or {}))
+        kwargs.update(_transform_input(body.get("TransformInput"), ignored))
+        kwargs.update(_transform_output(body.get("TransformOutput"), ignored))
+        if "DataProcessing" in body:
+            kwargs["join"] = _data_processing(body["DataProcessing"])
+        kwargs["ignored"] = tuple(ignored)
+        kwargs["model"] = model or ""
+        kwargs.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**kwargs)
+
+    def resolved_workers(self, available_cpus: int, available_gpus: int) -> int:
+        """Workers to start: explicit, else ``MODEL_SERVER_WORKERS``, else one per CPU (GPU)."""
+        if self.workers is not None:
+            return self.workers
+        env = os.environ.get("MODEL_SERVER_WORKERS")
+        if env:
+            return _positive_int("MODEL_SERVER_WORKERS", env)
+        if self.gpus_per_worker > 0:
+            return max(1, int(available_gpus / self.gpus_per_worker))
+        return max(1, available_cpus)
+
+    def describe(self) -> dict[str, Any]:
+        """The job as a JSON-ready dict, for the summary."""
+        return {
+            "model": self.model,
+            "input": self.input,
+            "output": self.output,
+            "data_type": self.data_type,
+            "compression": self.compression,
+            "batch_strategy": self.batch_strategy,
+            "max_payload_mb": self.max_payload_mb,
+            "assemble_with": self.assemble_with,
+            "inference": self.inference.to_dict(),
+            "workers": self.workers,
+            "gpus_per_worker": self.gpus_per_worker,
+            "on_error": self.on_error,
+            "seed": self.seed,
+            "join": {
+                "input_filter": self.join.input_filter,
+                "join_source": self.join.join_source,
+                "output_filter": self.join.output_filter,
+                "forward_fields": list(self.join.forward_fields),
+            },
+            "resume": self.resume,
+            "shard_mb": self.shard_mb,
+            "pipeline": self.pipeline,
+            "ignored": [{"key": k, "why": why} for k, why in self.ignored],
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing helpers for the request body
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {list(allowed)}, got {value!r}")
+
+
+def _no_unknown(where: str, data: Mapping[str, Any], known: tuple[str, ...]) -> None:
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {where}; known: {sorted(known)}")
+
+
+def _positive_int(name: str, value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}") from None
+    if isinstance(value, bool) or number < 1 or (isinstance(value, float) and not value.is_integer()):
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return number
+
+
+def _number(name: str, value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+
+
+def _mapping(name: str, value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{name} must be a JSON object, got {value!r}")
+    return value
+
+
+def _environment(env: Any) -> dict[str, Any]:
+    env = _mapping("Environment", env)
+    out: dict[str, Any] = {}
+    for key, value in env.items():
+        if key == "DEEPAR_INFERENCE_CONFIG":
+            out["inference"] = InferenceConfig.from_json(value)
+        elif key == "MODEL_SERVER_WORKERS":
+            out["workers"] = _positive_int("MODEL_SERVER_WORKERS", value)
+        elif key == "MODEL_SERVER_TIMEOUT":
+            continue  # an HTTP model server's timeout; there is no such server here
+        else:
+            raise ConfigError(
+                f"unknown Environment key {key!r}; known: DEEPAR_INFERENCE_CONFIG, "
+                "MODEL_SERVER_WORKERS, MODEL_SERVER_TIMEOUT"
+            )
+    return out
+
+
+def _transform_input(value: Any, ignored: list[tuple[str, str]]) -> dict[str, Any]:
+    data = _mapping("TransformInput", value)
+    _no_unknown("TransformInput", data, ("DataSource", "ContentType", "CompressionType", "SplitType"))
+    source = _mapping("TransformInput.DataSource", data.get("DataSource"))
+    _no_unknown("TransformInput.DataSource", source, ("S3DataSource",))
+    s3 = _mapping("TransformInput.DataSource.S3DataSource", source.get("S3DataSource"))
+    _no_unknown("S3DataSource", s3, ("S3DataType", "S3Uri"))
+    if "S3Uri" not in s3:
+        raise ConfigError("TransformInput.DataSource.S3DataSource.S3Uri is required")
+    split = data.get("SplitType", "Line")
+    if split != "Line":
+        raise ConfigError(f"SplitType must be 'Line' for JSON Lines input, got {split!r}")
+    out: dict[str, Any] = {"input": s3["S3Uri"], "data_type": s3.get("S3DataType", "S3Prefix")}
+    if "ContentType" in data:
+        out["content_type"] = data["ContentType"]
+    if "CompressionType" in data:
+        out["compression"] = data["CompressionType"]
+    return out
+
+
+def _transform_output(value: Any, ignored: list[tuple[str, str]]) -> dict[str, Any]:
+    data = _mapping("TransformOutput", value)
+    _no_unknown("TransformOutput", data, ("S3OutputPath", "Accept", "AssembleWith", "KmsKeyId"))
+    if "S3OutputPath" not in data:
+        raise ConfigError("TransformOutput.S3OutputPath is required")
+    out: dict[str, Any] = {"output": data["S3OutputPath"]}
+    if "Accept" in data:
+        out["accept"] = data["Accept"]
+    if "AssembleWith" in data:
+        out["assemble_with"] = data["AssembleWith"]
+    if "KmsKeyId" in data:
+        ignored.append(("TransformOutput.KmsKeyId", "encryption is the bucket's default here"))
+    return out
+
+
+def _data_processing(value: Any) -> Join:
+    data = _mapping("DataProcessing", value)
+    _no_unknown("DataProcessing", data, ("InputFilter", "OutputFilter", "JoinSource"))
+    return Join(
+        input_filter=data.get("InputFilter", "$"),
+        join_source=data.get("JoinSource", "None"),
+        output_filter=data.get("OutputFilter", "$"),
+    )

@@ -1,0 +1,57 @@
+"""Shared fixtures: a real S3 endpoint on loopback (moto's HTTP server), never patched boto.
+
+``s3_server`` starts once per session and points the standard AWS variables at it in
+``os.environ``, so everything (boto3, smart_open, Ray workers started later) reaches it the
+way it would reach real S3. ``s3_bucket`` gives each test a fresh, empty bucket.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """Start moto's S3 server on 127.0.0.1 (a free port); yield its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    saved = {k: os.environ.get(k) for k in [*_AWS_ENV, "AWS_ENDPOINT_URL_S3"]}
+    # Dummy credentials only: nothing here may reach a real account.
+    os.environ.update(_AWS_ENV)
+    os.environ["AWS_ENDPOINT_URL_S3"] = endpoint
+    for key in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        saved[key] = os.environ.pop(key, None)
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture
+def s3_bucket(s3_server: str) -> Iterator[str]:
+    """A fresh bucket on the ``s3_server`` endpoint; yields its name."""
+    import boto3
+
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    client = boto3.session.Session().client("s3", endpoint_url=s3_server)
+    client.create_bucket(Bucket=name)
+    yield name
