@@ -7,12 +7,10 @@ distributes) and holds no logic of its own beyond that wiring.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 import orjson
 
-from batchcast.errors import ConfigError
 from batchcast.forecast.artifacts import LoadedModel, save_model
 from batchcast.forecast.config import DeepARConfig, InferenceConfig
 from batchcast.forecast.train import EpochReport, TrainResult, train_model
@@ -75,10 +73,13 @@ def train(
         on_epoch=on_epoch,
     )
     metadata = {"seed": seed, "epochs_run": len(result.losses), "best_epoch": result.best_epoch}
-    save_model(result.model, model_dir, hyperparameters=config.to_hyperparameters(), metadata=metadata)
+    save_model(
+        result.model, model_dir, hyperparameters=config.to_hyperparameters(), metadata=metadata
+    )
     if result.metrics and not model_dir.endswith(".tar.gz"):
         write_bytes_atomic(
-            join_uri(model_dir, METRICS_NAME), orjson.dumps(result.metrics, option=orjson.OPT_INDENT_2)
+            join_uri(model_dir, METRICS_NAME),
+            orjson.dumps(result.metrics, option=orjson.OPT_INDENT_2),
         )
     return result
 
@@ -95,6 +96,12 @@ def transform(
 ) -> JobSummary:
     """Run a batch transform job (local Ray, or the cluster in ``RAY_ADDRESS``).
 
+    The inference configuration comes from, in this order: the ``inference`` argument, the
+    job body's ``Environment.DEEPAR_INFERENCE_CONFIG``, the ``DEEPAR_INFERENCE_CONFIG``
+    environment variable, SPEC.md §2's defaults. The worker count likewise: ``workers``,
+    the body (``MODEL_SERVER_WORKERS``, ``MaxConcurrentTransforms``), the
+    ``MODEL_SERVER_WORKERS`` environment variable, one per CPU (GPU).
+
     Args:
         model: model folder or model.tar.gz, local or s3://.
         input: file, folder, glob or s3:// prefix (or a manifest with ``data_type="ManifestFile"``);
@@ -104,25 +111,20 @@ def transform(
         forward_fields: input fields copied into every output record (e.g. ``["item_id"]``).
         progress: draw a progress bar (None: when stderr is a terminal).
         **options: any :class:`TransformJob` field (``workers``, ``on_error``, ``seed``, ...);
-            ``inference`` may be a mapping in ``DEEPAR_INFERENCE_CONFIG`` form.
+            ``inference`` may be an :class:`InferenceConfig`, a mapping or JSON text in
+            ``DEEPAR_INFERENCE_CONFIG`` form.
 
     Returns:
         The job summary (``summary.ok`` is False if any file failed).
 
     Raises:
         ConfigError: for an invalid job, before any record is read.
+        ModelError: for a model that cannot be loaded, before any record is read.
+        ShardError: when a shard cannot be processed (see :func:`run_transform`).
     """
-    if isinstance(options.get("inference"), Mapping):
-        options["inference"] = InferenceConfig.from_mapping(options["inference"])
-    overrides = {"input": input, "output": output, **options}
-    if job is not None:
-        spec = TransformJob.from_request(job, model=model, **overrides)
-    else:
-        if input is None or output is None:
-            raise ConfigError("input and output are required (or a job body that names them)")
-        spec = TransformJob(model=model, **{k: v for k, v in overrides.items() if v is not None})
-    if forward_fields:
-        spec = replace(spec, join=replace(spec.join, forward_fields=tuple(forward_fields)))
+    spec = TransformJob.create(
+        model, input, output, body=job, forward_fields=forward_fields, **options
+    )
     return run_transform(spec, progress=progress)
 
 
@@ -134,8 +136,10 @@ def predict(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Answer one online request ``{"instances": [...], "configuration": {...}}`` in process."""
-    processor = model if isinstance(model, ShardProcessor) else ShardProcessor(
-        model, WorkerOptions(inference or InferenceConfig(), Join(), 6.0, seed)
+    processor = (
+        model
+        if isinstance(model, ShardProcessor)
+        else ShardProcessor(model, WorkerOptions(inference or InferenceConfig(), Join(), 6.0, seed))
     )
     result: dict[str, Any] = orjson.loads(predict_request(processor, request, seed=seed))
     return result

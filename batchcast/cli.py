@@ -7,7 +7,6 @@ ends failed (a file with record errors) exits 1 after printing its summary.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +17,8 @@ import orjson
 from batchcast.errors import BatchcastError, ConfigError
 
 __all__ = ["main"]
+
+MAX_ERRORS_SHOWN = 20  # record errors printed on stderr; the summary file lists them all
 
 
 def _read_json(path: str) -> Any:
@@ -78,13 +79,14 @@ def _cmd_import(args: argparse.Namespace) -> int:
     from batchcast.api import import_gluonts
 
     loaded = import_gluonts(args.src, model_dir=args.model_dir)
-    print(f"imported {args.src} -> {args.model_dir} ({loaded.spec.likelihood}, freq {loaded.spec.freq})")
+    print(
+        f"imported {args.src} -> {args.model_dir} "
+        f"({loaded.spec.likelihood}, freq {loaded.spec.freq})"
+    )
     return 0
 
 
 def _transform_options(args: argparse.Namespace) -> dict[str, Any]:
-    from batchcast.forecast.config import InferenceConfig
-
     options: dict[str, Any] = {
         "workers": args.workers,
         "gpus_per_worker": args.gpus_per_worker,
@@ -97,10 +99,10 @@ def _transform_options(args: argparse.Namespace) -> dict[str, Any]:
         "shard_mb": args.shard_mb,
         "pipeline": args.pipeline,
         "data_type": args.data_type,
+        "compression": args.compression,
+        "name": args.job_name,
+        "inference": args.inference_config,
     }
-    env_config = os.environ.get("DEEPAR_INFERENCE_CONFIG")
-    if env_config:  # the environment sets it for the job; a job file's Environment is older
-        options["inference"] = InferenceConfig.from_json(env_config)
     return {k: v for k, v in options.items() if v is not None}
 
 
@@ -117,13 +119,26 @@ def _cmd_transform(args: argparse.Namespace) -> int:
         forward_fields=args.forward_fields,
         **_transform_options(args),
     )
-    _print_json({"status": summary.status, "counts": summary.counts, "timings": summary.timings,
-                 "summary": summary.summary_uri})
-    for error in summary.errors[:20]:
-        print(f"RecordError: {error['uri']}:{error['line']}: field {error['field']!r}: {error['message']}",
-              file=sys.stderr)
-    if len(summary.errors) > 20:
-        print(f"... and {len(summary.errors) - 20} more; all are in {summary.summary_uri}", file=sys.stderr)
+    _print_json(
+        {
+            "name": summary.name,
+            "status": summary.status,
+            "failure_reason": summary.failure_reason,
+            "counts": summary.counts,
+            "timings": summary.timings,
+            "ignored": summary.job.get("ignored", []),
+            "summary": summary.summary_uri,
+        }
+    )
+    for error in summary.errors[:MAX_ERRORS_SHOWN]:
+        print(
+            f"RecordError: {error['uri']}:{error['line']}: field {error['field']!r}: "
+            f"{error['message']}",
+            file=sys.stderr,
+        )
+    if len(summary.errors) > MAX_ERRORS_SHOWN:
+        more = len(summary.errors) - MAX_ERRORS_SHOWN
+        print(f"... and {more} more; all are in {summary.summary_uri}", file=sys.stderr)
     return 0 if summary.ok else 1
 
 
@@ -145,41 +160,72 @@ def _fields(value: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="batchcast",
-        description="DeepAR batch transform over JSON Lines on Ray: a drop-in for SageMaker Batch Transform.",
+        description=(
+            "DeepAR batch transform over JSON Lines on Ray: "
+            "a drop-in for SageMaker Batch Transform."
+        ),
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("transform", help="forecast every record of the input files (batch transform)")
+    t = sub.add_parser(
+        "transform", help="forecast every record of the input files (batch transform)"
+    )
     t.add_argument("--model", required=True, help="model folder or model.tar.gz (local or s3://)")
     t.add_argument("--input", help="file, folder, glob, s3://bucket/prefix, or a manifest")
     t.add_argument("--output", help="output folder or s3://bucket/prefix")
     t.add_argument("--job", help="a CreateTransformJob request body (JSON); flags override it")
-    t.add_argument("--workers", type=int, help="model workers (default MODEL_SERVER_WORKERS or one per CPU)")
+    t.add_argument("--job-name", help="the job's name (TransformJobName); default generated")
+    t.add_argument(
+        "--inference-config",
+        help="DEEPAR_INFERENCE_CONFIG as JSON; overrides the job file and the environment",
+    )
+    t.add_argument("--compression", choices=["None", "Gzip"], help="CompressionType (default None)")
+    t.add_argument(
+        "--workers", type=int, help="model workers (default MODEL_SERVER_WORKERS or one per CPU)"
+    )
     t.add_argument("--gpus-per-worker", type=float, help="GPUs per worker (default 0: CPU)")
-    t.add_argument("--on-error", choices=["fail-file", "record", "fail-fast"], help="default fail-file")
+    t.add_argument(
+        "--on-error", choices=["fail-file", "record", "fail-fast"], help="default fail-file"
+    )
     t.add_argument("--seed", type=int, help="job seed (default 0)")
-    t.add_argument("--forward-fields", type=_fields, help="input fields copied to outputs, e.g. item_id")
+    t.add_argument(
+        "--forward-fields", type=_fields, help="input fields copied to outputs, e.g. item_id"
+    )
     t.add_argument("--batch-strategy", choices=["SingleRecord", "MultiRecord"])
     t.add_argument("--assemble-with", choices=["Line", "None"])
     t.add_argument("--max-payload-mb", type=float, help="largest record in MB (1-100, default 6)")
-    t.add_argument("--data-type", choices=["S3Prefix", "ManifestFile"], help="input kind (default S3Prefix)")
+    t.add_argument(
+        "--data-type", choices=["S3Prefix", "ManifestFile"], help="input kind (default S3Prefix)"
+    )
     t.add_argument("--resume", action="store_true", help="skip inputs whose .out already exists")
     t.add_argument("--shard-mb", type=float, help="target shard size in MB (default 4)")
-    t.add_argument("--pipeline", choices=["auto", "fused", "split"], help="worker pipeline (default auto)")
-    t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bar (default: when stderr is a terminal)")
+    t.add_argument(
+        "--pipeline", choices=["auto", "fused", "split"], help="worker pipeline (default auto)"
+    )
+    t.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: when stderr is a terminal)",
+    )
     t.set_defaults(func=_cmd_transform)
 
     tr = sub.add_parser("train", help="train a DeepAR model on SageMaker-format JSON Lines")
     tr.add_argument("--train", required=True, nargs="+", help="training channel file(s)")
-    tr.add_argument("--test", nargs="+", help="test channel file(s): reports test:RMSE and wQuantileLoss")
-    tr.add_argument("--hyperparameters", required=True, help="hyperparameters JSON (SageMaker names)")
+    tr.add_argument(
+        "--test", nargs="+", help="test channel file(s): reports test:RMSE and wQuantileLoss"
+    )
+    tr.add_argument(
+        "--hyperparameters", required=True, help="hyperparameters JSON (SageMaker names)"
+    )
     tr.add_argument("--model-dir", required=True, help="output model folder (or .tar.gz)")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     tr.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("predict", help="answer one online request {instances, configuration} in process")
+    p = sub.add_parser(
+        "predict", help="answer one online request {instances, configuration} in process"
+    )
     p.add_argument("--model", required=True)
     p.add_argument("request", nargs="?", default="-", help="request JSON file, or - for stdin")
     p.add_argument("--seed", type=int, default=0)
@@ -190,7 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model-dir", required=True)
     g.set_defaults(func=_cmd_import)
 
-    d = sub.add_parser("demo", help="train a small model on generated data and transform a sample file")
+    d = sub.add_parser(
+        "demo", help="train a small model on generated data and transform a sample file"
+    )
     d.add_argument("--dir", default="batchcast-demo", help="where to put data, model and output")
     d.add_argument("--workers", type=int, help="model workers (default one per CPU)")
     d.set_defaults(func=_cmd_demo)

@@ -47,11 +47,11 @@ def s3_server() -> Iterator[str]:
 
 
 @pytest.fixture
-def s3_bucket(s3_server: str) -> Iterator[str]:
-    """A fresh bucket on the ``s3_server`` endpoint; yields its name."""
+def s3_bucket(s3_server: str) -> str:
+    """A fresh bucket on the ``s3_server`` endpoint; its name."""
     import boto3
 
     name = f"test-{uuid.uuid4().hex[:12]}"
     client = boto3.session.Session().client("s3", endpoint_url=s3_server)
     client.create_bucket(Bucket=name)
-    yield name
+    return name  # no teardown: moto keeps buckets in memory, gone with the server

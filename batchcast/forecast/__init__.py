@@ -1,32 +1,47 @@
 """DeepAR forecasting: configuration, features, the network, sampling, training, artifacts.
 
-Pure tensor and array math; the only files it touches are model artifacts.
+Pure tensor and array math; the only files it touches are model artifacts. Names are imported
+lazily so that ``io`` can use the torch-free ``config`` and ``series`` modules without torch.
 """
 
-from batchcast.forecast.artifacts import LoadedModel, load_model, save_model
-from batchcast.forecast.config import DeepARConfig, Frequency, InferenceConfig, ModelSpec
-from batchcast.forecast.features import build_windows, lags_for_frequency, time_feature_names
-from batchcast.forecast.likelihoods import get_likelihood
-from batchcast.forecast.model import DeepAR
-from batchcast.forecast.sampling import Forecast, forecast, sample_paths, summarize
-from batchcast.forecast.series import SeriesBatch
+from __future__ import annotations
 
-__all__ = [
-    "DeepAR",
-    "DeepARConfig",
-    "Forecast",
-    "Frequency",
-    "InferenceConfig",
-    "LoadedModel",
-    "ModelSpec",
-    "SeriesBatch",
-    "build_windows",
-    "forecast",
-    "get_likelihood",
-    "lags_for_frequency",
-    "load_model",
-    "sample_paths",
-    "save_model",
-    "summarize",
-    "time_feature_names",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from batchcast.forecast.artifacts import LoadedModel, load_model, save_model
+    from batchcast.forecast.config import DeepARConfig, Frequency, InferenceConfig, ModelSpec
+    from batchcast.forecast.features import build_windows, lags_for_frequency, time_feature_names
+    from batchcast.forecast.likelihoods import get_likelihood
+    from batchcast.forecast.model import DeepAR
+    from batchcast.forecast.sampling import Forecast, forecast, sample_paths, summarize
+    from batchcast.forecast.series import SeriesBatch
+
+_LAZY = {
+    "LoadedModel": "artifacts",
+    "load_model": "artifacts",
+    "save_model": "artifacts",
+    "DeepARConfig": "config",
+    "Frequency": "config",
+    "InferenceConfig": "config",
+    "ModelSpec": "config",
+    "build_windows": "features",
+    "lags_for_frequency": "features",
+    "time_feature_names": "features",
+    "get_likelihood": "likelihoods",
+    "DeepAR": "model",
+    "Forecast": "sampling",
+    "forecast": "sampling",
+    "sample_paths": "sampling",
+    "summarize": "sampling",
+    "SeriesBatch": "series",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"batchcast.forecast.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'batchcast.forecast' has no attribute {name!r}")

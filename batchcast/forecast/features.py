@@ -190,8 +190,11 @@ def time_features(index: np.ndarray, freq: str | Frequency) -> np.ndarray:
 
 
 def age_feature(position: np.ndarray) -> np.ndarray:
-    """``log10(2 + i)`` for point ``i`` counted from the series start; range [log10 2, ∞)."""
-    return np.log10(2.0 + np.asarray(position, dtype=np.float64)).astype(np.float32)
+    """``log10(2 + i)`` for point ``i`` counted from the series start; range [log10 2, ∞).
+
+    Computed in float32, as GluonTS's ``AddAgeFeature`` does, so the bits match.
+    """
+    return np.log10(np.float32(2.0) + np.asarray(position, dtype=np.float32))
 
 
 # ---------------------------------------------------------------------------------------------

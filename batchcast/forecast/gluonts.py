@@ -22,7 +22,11 @@ log(scale), time features, age, dynamic reals]``, DEEPAR_REFERENCE.md A.9):
   ``head = Linear(H, num_args)`` in the same order.
 * **Kept**: real categorical embeddings (their sizes are read from the weights), the LSTM,
   the lags as serialized (``lags_seq`` is 1-based in the JSON; GluonTS subtracts 1 inside the
-  module), ``default_scale`` (None keeps GluonTS's batch-wide default).
+  module; when it is null GluonTS used ``get_lags_for_frequency(freq)``, which
+  :func:`~batchcast.forecast.features.lags_for_frequency` reproduces, checked against the
+  weights and the InstanceSplitter's window), ``default_scale`` (None keeps GluonTS's
+  batch-wide default). A ``lags_seq`` out of order or with repeats is sorted and its weight
+  columns permuted (a repeated lag's columns summed): batchcast reads each lag once, ascending.
 
 Rejected with :class:`~batchcast.errors.ModelError` naming the cause: anything that is not a
 torch DeepAR predictor; ``scaling=False``; ``nonnegative_pred_samples=True``; real static
@@ -67,6 +71,10 @@ _DISTRIBUTIONS: dict[str, tuple[str, int]] = {
     "StudentTOutput": ("student-T", 3),  # df, loc, scale
     "NormalOutput": ("gaussian", 2),  # loc, scale
     "NegativeBinomialOutput": ("negative-binomial", 2),  # total_count, logits
+}
+
+_UNSUPPORTED_WHY = {
+    "BetaOutput": " (GluonTS scales a beta by the series' mean; batchcast's beta is unscaled)",
 }
 
 # pandas offset names -> SageMaker's units. Weeks must end on Sunday (batchcast's W, and
@@ -264,6 +272,7 @@ class _Plan:
 
     spec: ModelSpec
     num_heads: int
+    lag_columns: tuple[int, ...]  # GluonTS's lag columns in its order (any order, repeats)
     cardinality: tuple[int, ...]  # GluonTS's, dummy included
     cat_constant: tuple[int, ...] | None  # the dummy category per feature, None if real
     static_real_constant: tuple[float, ...]  # the dummy static real(s)
@@ -275,9 +284,10 @@ def _plan(predictor: dict[str, Any], args: dict[str, Any], where: Path) -> _Plan
     distr = _require(args, "distr_output", where)
     distr_class = distr.get("class", "") if isinstance(distr, dict) else ""
     if _class_tail(distr) not in _DISTRIBUTIONS or not distr_class.startswith("gluonts.torch."):
+        why = _UNSUPPORTED_WHY.get(_class_tail(distr), "")
         raise ModelError(
-            f"{where}: distribution {distr_class or distr!r} is not supported; batchcast imports "
-            f"{sorted(_DISTRIBUTIONS)}"
+            f"{where}: distribution {distr_class or distr!r} is not supported{why}; batchcast "
+            f"imports {sorted(_DISTRIBUTIONS)}"
         )
     likelihood_name, num_heads = _DISTRIBUTIONS[_class_tail(distr)]
     if args.get("scaling", True) is not True:
@@ -325,9 +335,12 @@ def _plan(predictor: dict[str, Any], args: dict[str, Any], where: Path) -> _Plan
 
     lags_seq = args.get("lags_seq")
     if lags_seq:  # 1-based as serialized; GluonTS's module shifts them to 0-based itself
-        lags = tuple(_as_int(v, "lags_seq", where) for v in lags_seq)
+        lag_columns = tuple(_as_int(v, "lags_seq", where) for v in lags_seq)
+        if min(lag_columns) < 1:
+            raise ModelError(f"{where}: lags_seq must be >= 1, got {list(lag_columns)}")
     else:  # None: GluonTS's module computed get_lags_for_frequency(freq), as batchcast does
-        lags = lags_for_frequency(freq)
+        lag_columns = lags_for_frequency(freq)
+    lags = tuple(sorted(set(lag_columns)))  # _convert permutes and merges the columns
     for splitter in _transforms(predictor, "InstanceSplitter"):
         past = _kwargs(splitter).get("past_length")
         if past != context + max(lags) - 1:
@@ -362,6 +375,7 @@ def _plan(predictor: dict[str, Any], args: dict[str, Any], where: Path) -> _Plan
     return _Plan(
         spec=spec,
         num_heads=num_heads,
+        lag_columns=lag_columns,
         cardinality=cardinality,
         cat_constant=None if cat_constant is None else tuple(int(v) for v in cat_constant),
         static_real_constant=tuple(static_real),
@@ -399,7 +413,7 @@ def _convert(plan: _Plan, state: dict[str, torch.Tensor], where: Path) -> DeepAR
     # GluonTS's layer-0 input: [lags K | embeddings | static reals | log(scale) | dynamic].
     w_ih = state["rnn.weight_ih_l0"].double()  # (4H, D_gluonts)
     bias = state["rnn.bias_ih_l0"].double()  # (4H,)
-    k, n_real = len(spec.lags), len(plan.static_real_constant)
+    k, n_real = len(plan.lag_columns), len(plan.static_real_constant)
     width = k + sum(emb_dims) + n_real + 1 + plan.num_dynamic
     if w_ih.ndim != 2 or w_ih.shape[1] != width:
         raise ModelError(
@@ -407,6 +421,15 @@ def _convert(plan: _Plan, state: dict[str, torch.Tensor], where: Path) -> DeepAR
             f"embedding + {n_real} static real + log(scale) + {plan.num_dynamic} dynamic "
             f"make {width}"
         )
+    # batchcast reads each lag once, ascending: a lag GluonTS lists twice reads the same value
+    # into both columns, so their weights add up.
+    lag_block = torch.stack(
+        [
+            w_ih[:, [i for i, lag in enumerate(plan.lag_columns) if lag == wanted]].sum(dim=1)
+            for wanted in spec.lags
+        ],
+        dim=1,
+    )  # (4H, len(spec.lags))
     constant_cols: list[int] = []
     col = k
     for i, table in enumerate(tables):
@@ -421,12 +444,12 @@ def _convert(plan: _Plan, state: dict[str, torch.Tensor], where: Path) -> DeepAR
     cols = list(range(col, col + n_real))
     bias += w_ih[:, cols] @ torch.tensor(plan.static_real_constant, dtype=torch.float64)
     constant_cols += cols
-    keep = [i for i in range(width) if i not in set(constant_cols)]
+    keep = [i for i in range(k, width) if i not in set(constant_cols)]
 
     if spec.cardinality:
         spec = dataclasses.replace(spec, embedding_dims=emb_dims)
-    weights = {k: v for k, v in state.items() if k.startswith("rnn.")}
-    weights["rnn.weight_ih_l0"] = w_ih[:, keep].float()  # (4H, D_batchcast)
+    weights = {name: v for name, v in state.items() if name.startswith("rnn.")}
+    weights["rnn.weight_ih_l0"] = torch.cat((lag_block, w_ih[:, keep]), dim=1).float()  # (4H, D)
     weights["rnn.bias_ih_l0"] = bias.float()
     if spec.cardinality:
         weights.update({f"embedders.{i}.weight": t for i, t in enumerate(tables)})

@@ -45,6 +45,7 @@ class DeepAR(nn.Module):
             batch_first=True,
         )
         self.head = nn.Linear(spec.num_cells, self.likelihood.num_args)
+        self.lags: torch.Tensor
         self.register_buffer("lags", torch.tensor(spec.lags, dtype=torch.long), persistent=False)
 
     # -- pieces shared by training and sampling ------------------------------------------------

@@ -112,11 +112,9 @@ class SeriesBatch:
             if b and offsets[-1]
             else np.zeros(0, dtype=np.float32)
         )
-        cat_arr = (
-            np.zeros((b, 0), dtype=np.int64)
-            if cat is None
-            else np.asarray(cat, dtype=np.int64).reshape(b, -1)
-        )
+        cat_arr = np.zeros((b, 0), dtype=np.int64) if cat is None else np.asarray(cat, np.int64)
+        if cat_arr.ndim != 2:  # no rows: no width to infer, so no features
+            cat_arr = cat_arr.reshape(b, -1) if b else np.zeros((0, 0), dtype=np.int64)
         if dynamic is None or num_dynamic_feat == 0:
             dyn = np.zeros((0, num_dynamic_feat), dtype=np.float32)
             dyn_offsets = np.zeros(b + 1, dtype=np.int64)

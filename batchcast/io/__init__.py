@@ -12,9 +12,7 @@ from batchcast.io.records import (
     TrainingData,
     decode_records,
     load_training_data,
-    parse_lines,
     renumber,
-    validate_records,
 )
 from batchcast.io.shards import Shard, ShardLines, plan_shards, read_shard_lines
 from batchcast.io.sinks import Sink, exists, join_uri, open_sink, output_uri, write_bytes_atomic
@@ -43,11 +41,9 @@ __all__ = [
     "open_range",
     "open_sink",
     "output_uri",
-    "parse_lines",
     "plan_shards",
     "read_shard_lines",
     "renumber",
     "s3_client",
-    "validate_records",
     "write_bytes_atomic",
 ]

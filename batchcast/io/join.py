@@ -12,6 +12,7 @@ The JSONPath subset SageMaker documents: ``$``, ``.name``, ``['a','b']``, ``[n]`
 - A path that selects nothing (a missing key, an index out of range, a key on an array, or
   several keys none of which is present) raises :class:`LookupError`; ``decode_records``
   turns that into a record error for the InputFilter.
+- numpy arrays (the forecast rows an OutputFilter sees) are arrays like JSON ones.
 - Unlike SageMaker, names with underscores (and digits, hyphens) work in dot notation.
 """
 
@@ -22,6 +23,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from batchcast.errors import ConfigError
 
 __all__ = ["JOIN_SOURCES", "Join", "JsonPath", "compile_path"]
@@ -29,6 +32,9 @@ __all__ = ["JOIN_SOURCES", "Join", "JsonPath", "compile_path"]
 JOIN_SOURCES = ("None", "Input")
 
 _NAME = re.compile(r"[A-Za-z0-9_$-]+")
+# Arrays: JSON arrays, and the numpy rows of a forecast (jsonl.forecast_dicts) that an
+# OutputFilter may index before orjson serialises them.
+_ARRAYS = (list, np.ndarray)
 _QUOTED = re.compile(r"\s*(?:'([^']*)'|\"([^\"]*)\")\s*")
 _ITEM = re.compile(r"\s*(-?[0-9]+)?\s*(?:(:)\s*(-?[0-9]+)?)?\s*")
 
@@ -66,7 +72,7 @@ class _Index:
     index: int
 
     def select(self, value: Any) -> Any:
-        if not isinstance(value, list) or not -len(value) <= self.index < len(value):
+        if not isinstance(value, _ARRAYS) or not -len(value) <= self.index < len(value):
             raise LookupError(f"no element [{self.index}] in {_kind(value)}")
         return value[self.index]
 
@@ -78,7 +84,7 @@ class _Items:
     items: tuple[int | tuple[int | None, int | None], ...]
 
     def select(self, value: Any) -> list[Any]:
-        if not isinstance(value, list):
+        if not isinstance(value, _ARRAYS):
             raise LookupError(f"elements selected from {_kind(value)}")
         n = len(value)
         out: list[Any] = []
@@ -99,8 +105,8 @@ class _Wildcard:
     def select(self, value: Any) -> list[Any]:
         if isinstance(value, dict):
             return list(value.values())
-        if isinstance(value, list):
-            return value
+        if isinstance(value, _ARRAYS):
+            return list(value)
         raise LookupError(f"'*' selected from {_kind(value)}")
 
 
@@ -110,7 +116,7 @@ _Selector = _Key | _Keys | _Index | _Items | _Wildcard
 def _kind(value: Any) -> str:
     if isinstance(value, dict):
         return "an object"
-    if isinstance(value, list):
+    if isinstance(value, _ARRAYS):
         return "an array"
     return "null" if value is None else f"a {type(value).__name__}"
 
@@ -273,10 +279,16 @@ class Join:
 
     @property
     def needs_records(self) -> bool:
-        """True when the output is more than the bare forecast, so :meth:`output` must be
-        called per record with its parsed input (``decode_records(keep_records=True)``).
-        The InputFilter alone does not need it: ``decode_records`` applies it."""
-        return self.join_source == "Input" or bool(self.forward_fields) or not self._output.is_root
+        """True when anything differs from the default (``$``, ``None``, ``$``, no forwarded
+        fields): decode with ``input_filter=self.model_input, keep_records=True`` and make
+        each output line with :meth:`output`. False: the bare forecast lines are the output
+        and the parsed records need not be kept."""
+        return (
+            self.join_source != "None"
+            or bool(self.forward_fields)
+            or not self._input.is_root
+            or not self._output.is_root
+        )
 
     def model_input(self, record: Any) -> Any:
         """The model's input in an input record (the InputFilter).

@@ -1,8 +1,9 @@
 """Input records: JSON Lines -> validated columnar :class:`SeriesBatch` (SPEC.md §1).
 
-Two stages, kept apart: the codec (:func:`parse_lines`: one ``orjson.loads`` per line) and
-validation (:func:`validate_records`: the record contract, building the columns).
-:func:`decode_records` runs both for a shard; :func:`load_training_data` runs them over a
+Two stages, kept apart: the codec (one ``orjson.loads`` per line: :func:`parse_lines`) and
+validation (the record contract, building the columns: :func:`validate_records`).
+:func:`decode_records` runs both line by line for a shard, so a shard's parsed Python
+objects never pile up; :func:`load_training_data` runs them one after the other over a
 training channel, with SageMaker's ``auto``/``ignore`` resolution in between.
 
 A record that breaks a rule becomes one :class:`RecordError` (the first rule it breaks, in
@@ -49,8 +50,14 @@ __all__ = [
 
 MIB = 1 << 20
 
+
+class _Undecodable:
+    def __repr__(self) -> str:
+        return "UNDECODABLE"
+
+
 # A stand-in for "this line did not decode" (JSON null is a valid, if wrong, record).
-UNDECODABLE: Any = type("Undecodable", (), {"__repr__": lambda self: "UNDECODABLE"})()
+UNDECODABLE: Any = _Undecodable()
 
 # "auto" cardinality during training: any integer >= 0 until the data fixes the bound.
 _UNBOUNDED = np.iinfo(np.int64).max
@@ -107,8 +114,9 @@ class DecodedShard:
         batch: the good records, in line order.
         good: (n_good,) int64 local 0-based line index of each series in ``batch``.
         errors: one per bad line, sorted by line.
-        records: the parsed JSON value of every line (None where it did not decode),
-            only when asked for (joins and forwarded fields need them).
+        records: the parsed JSON value of every line (None where it did not decode; a
+            ``null`` line is None too, and an error either way), only when asked for
+            (joins and forwarded fields need them).
         num_lines: how many lines were decoded.
     """
 
@@ -159,7 +167,8 @@ def decode_records(
     records: list[Any] | None = [] if keep_records else None
     for i, line in enumerate(lines):
         try:
-            value = _parse_line(line, oversize.get(i) if oversize else None, limit=limit)
+            size = oversize.get(i) if oversize else None
+            value = _parse_line(line, size, limit=limit, limit_mb=max_payload_mb)
         except _FieldError as bad:
             checker.reject(i, bad)
             if records is not None:
@@ -185,7 +194,7 @@ class _FieldError(Exception):
         self.message = message
 
 
-def _parse_line(line: bytes, oversize: int | None, *, limit: int) -> Any:
+def _parse_line(line: bytes, oversize: int | None, *, limit: int, limit_mb: float | None) -> Any:
     """One line's JSON value.
 
     Raises:
@@ -194,7 +203,8 @@ def _parse_line(line: bytes, oversize: int | None, *, limit: int) -> Any:
     """
     if oversize is not None or len(line) > limit:
         size = len(line) if oversize is None else oversize
-        raise _FieldError("$", f"line is {size} bytes; MaxPayloadInMB is {limit / MIB:g}")
+        limit_text = "the line limit" if limit_mb is None else f"MaxPayloadInMB is {limit_mb:g}"
+        raise _FieldError("$", f"line is {size} bytes; {limit_text}")
     try:
         return orjson.loads(line)
     except orjson.JSONDecodeError as err:
@@ -230,7 +240,8 @@ def parse_lines(
     errors: list[RecordError] = []
     for i, line in enumerate(lines):
         try:
-            values.append(_parse_line(line, oversize.get(i) if oversize else None, limit=limit))
+            size = oversize.get(i) if oversize else None
+            values.append(_parse_line(line, size, limit=limit, limit_mb=max_payload_mb))
         except _FieldError as bad:
             errors.append(RecordError(uri, first_line + i, bad.field, bad.message))
             values.append(UNDECODABLE)
@@ -358,17 +369,43 @@ class _Columns:
             index, targets = [index[k] for k in keep], [targets[k] for k in keep]
             cats = [cats[k] for k in keep] if cats else cats
             dynamic = [dynamic[k] for k in keep] if dynamic else dynamic
-        batch = SeriesBatch.from_lists(
-            start=seconds,
-            targets=targets,
-            cat=np.asarray(cats, dtype=np.int64).reshape(len(targets), self.n_cat)
-            if self.n_cat
-            else None,
-            dynamic=dynamic if self.contract.num_dynamic_feat else None,
-            num_dynamic_feat=self.contract.num_dynamic_feat,
+        batch = _series_batch(
+            seconds, targets, cats, dynamic, n_cat=self.n_cat, n_dyn=self.contract.num_dynamic_feat
         )
         good = np.asarray(index, dtype=np.int64)
         return batch, good, [(self.index[k], message) for k, message in bad]
+
+
+def _series_batch(
+    start: np.ndarray,
+    targets: Sequence[np.ndarray],
+    cats: Sequence[Sequence[int]] | np.ndarray,
+    dynamic: Sequence[np.ndarray],
+    *,
+    n_cat: int,
+    n_dyn: int,
+) -> SeriesBatch:
+    """Concatenate per-series arrays (float32 targets, (D_b, n_dyn) float32 features) into
+    a SeriesBatch; also right for zero series."""
+    b = len(targets)
+    offsets = np.zeros(b + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, targets), dtype=np.int64, count=b), out=offsets[1:])
+    dyn_offsets = np.zeros(b + 1, dtype=np.int64)
+    if n_dyn and b:
+        np.cumsum(np.fromiter(map(len, dynamic), dtype=np.int64, count=b), out=dyn_offsets[1:])
+        dyn = np.concatenate(dynamic).astype(np.float32, copy=False)
+    else:
+        dyn = np.zeros((0, n_dyn), dtype=np.float32)
+    return SeriesBatch(
+        start=np.asarray(start, dtype=np.int64).reshape(b),
+        target=np.concatenate(targets) if b else np.zeros(0, dtype=np.float32),
+        target_offsets=offsets,
+        cat=np.asarray(cats, dtype=np.int64).reshape(b, n_cat)
+        if n_cat
+        else np.zeros((b, 0), np.int64),
+        dynamic_feat=dyn,
+        dynamic_offsets=dyn_offsets,
+    )
 
 
 def _describe(value: Any) -> str:
@@ -628,6 +665,8 @@ def load_training_data(
             records but not others, no records at all, or an invalid setting.
         ShardError: when an input cannot be read.
     """
+    if isinstance(uris, str) or not uris:
+        raise ConfigError(f"the training channel must be a non-empty list of inputs, got {uris!r}")
     files = _read_training_lines(uris)
     parsed = [
         (uri, lines, *parse_lines(lines, uri=uri, max_payload_mb=None)) for uri, lines in files
@@ -721,7 +760,7 @@ def _resolve_num_dynamic_feat(setting: str | int, parsed: Sequence[_Parsed]) -> 
     if setting != "auto":
         try:
             return int(setting)
-        except ValueError:
+        except (TypeError, ValueError):
             raise ConfigError(
                 f"num_dynamic_feat must be 'auto', 'ignore' or an integer, got {setting!r}"
             ) from None
@@ -732,14 +771,15 @@ def _resolve_num_dynamic_feat(setting: str | int, parsed: Sequence[_Parsed]) -> 
 def _concat(batches: Sequence[SeriesBatch], contract: RecordContract) -> SeriesBatch:
     if len(batches) == 1:
         return batches[0]
-    return SeriesBatch.from_lists(
-        start=np.concatenate([b.start for b in batches]),
-        targets=[b.series(k) for b in batches for k in range(b.num_series)],
-        cat=np.concatenate([b.cat for b in batches]) if contract.cardinality else None,
-        dynamic=[
+    return _series_batch(
+        np.concatenate([b.start for b in batches]),
+        [b.series(k) for b in batches for k in range(b.num_series)],
+        np.concatenate([b.cat for b in batches]),
+        [
             b.dynamic_feat[b.dynamic_offsets[k] : b.dynamic_offsets[k + 1]]
             for b in batches
             for k in range(b.num_series)
         ],
-        num_dynamic_feat=contract.num_dynamic_feat,
+        n_cat=len(contract.cardinality),
+        n_dyn=contract.num_dynamic_feat,
     )

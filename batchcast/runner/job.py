@@ -9,7 +9,8 @@ invalid values raise :class:`ConfigError` naming the key.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -17,15 +18,17 @@ from batchcast.errors import ConfigError
 from batchcast.forecast.config import InferenceConfig
 from batchcast.io.join import Join
 
-__all__ = ["ON_ERROR_MODES", "TransformJob"]
+__all__ = ["ON_ERROR_MODES", "TransformJob", "inference_from_env_value"]
 
 ON_ERROR_MODES = ("fail-file", "record", "fail-fast")
 CONTENT_TYPES = ("application/jsonlines", "application/x-jsonlines", "application/json")
 DEFAULT_SHARD_MB = 4.0
 
+# SageMaker's TransformJobName pattern; the name also names the job's Ray actors.
+_NAME_RE = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
+
 # Top-level CreateTransformJob keys with no meaning for a local/Ray run: accepted, reported.
 _IGNORED_TOP = (
-    "TransformJobName",
     "ModelName",
     "ModelClientConfig",
     "TransformResources",
@@ -36,6 +39,7 @@ _IGNORED_TOP = (
 )
 _KNOWN_TOP = (
     *_IGNORED_TOP,
+    "TransformJobName",
     "MaxConcurrentTransforms",
     "MaxPayloadInMB",
     "BatchStrategy",
@@ -68,7 +72,15 @@ class TransformJob:
         shard_mb: target shard size; part of the output's identity (fixes batch composition).
         pipeline: ``fused`` (a worker reads, decodes, samples and encodes), ``split`` (decode
             and encode in CPU tasks beside the sampling actor), ``auto`` (split with GPUs).
+        name: the job's name (``TransformJobName``); empty = generated per run. Names the
+            summary and the Ray actors (``<name>.<run>.worker-<i>``).
         ignored: (key, why) for every accepted key with no effect here.
+
+    Decisions where SageMaker and SPEC.md leave room: ``CompressionType`` ``Gzip`` reads every
+    object as gzip; ``None`` still reads a ``.gz`` name as gzip. The output of ``x.jsonl.gz``
+    is ``x.jsonl.gz.out``, uncompressed, as SageMaker names it (input name + ``.out``).
+    ``MaxConcurrentTransforms`` 0 means unset, as in SageMaker; otherwise it is the number of
+    model workers unless ``MODEL_SERVER_WORKERS`` is also given, which wins.
     """
 
     model: str
@@ -90,6 +102,7 @@ class TransformJob:
     resume: bool = False
     shard_mb: float = DEFAULT_SHARD_MB
     pipeline: str = "auto"
+    name: str = ""
     ignored: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
@@ -112,6 +125,11 @@ class TransformJob:
             raise ConfigError(f"gpus_per_worker must be >= 0, got {self.gpus_per_worker}")
         if not self.shard_mb > 0:
             raise ConfigError(f"shard_mb must be > 0, got {self.shard_mb}")
+        if self.name and _NAME_RE.fullmatch(self.name) is None:
+            raise ConfigError(
+                f"TransformJobName must be 1-63 letters, digits or hyphens, starting and ending "
+                f"with a letter or digit, got {self.name!r}"
+            )
 
     def with_overrides(self, **overrides: Any) -> TransformJob:
         """This job with the non-None ``overrides`` applied (flags over a job file)."""
@@ -133,13 +151,16 @@ class TransformJob:
         _no_unknown("CreateTransformJob", body, _KNOWN_TOP)
         ignored = [(k, "no meaning for a batchcast run") for k in _IGNORED_TOP if k in body]
         kwargs: dict[str, Any] = {}
-        if "MaxConcurrentTransforms" in body:
-            kwargs["workers"] = _positive_int("MaxConcurrentTransforms", body["MaxConcurrentTransforms"])
+        if "TransformJobName" in body:
+            kwargs["name"] = _string("TransformJobName", body["TransformJobName"])
+        concurrent = body.get("MaxConcurrentTransforms")
+        if concurrent not in (None, 0):  # 0: unset, as in SageMaker
+            kwargs["workers"] = _positive_int("MaxConcurrentTransforms", concurrent)
         if "MaxPayloadInMB" in body:
             kwargs["max_payload_mb"] = _number("MaxPayloadInMB", body["MaxPayloadInMB"])
         if "BatchStrategy" in body:
             kwargs["batch_strategy"] = body["BatchStrategy"]
-        kwargs.update(_environment(body.get("Environment") or {}))
+        kwargs.update(_environment(body.get("Environment") or {}, ignored))
         kwargs.update(_transform_input(body.get("TransformInput"), ignored))
         kwargs.update(_transform_output(body.get("TransformOutput"), ignored))
         if "DataProcessing" in body:
@@ -148,6 +169,63 @@ class TransformJob:
         kwargs["model"] = model or ""
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**kwargs)
+
+    @classmethod
+    def create(
+        cls,
+        model: str,
+        input: str | None = None,
+        output: str | None = None,
+        *,
+        body: Mapping[str, Any] | None = None,
+        forward_fields: Sequence[str] | None = None,
+        environ: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> TransformJob:
+        """A job from arguments, an optional CreateTransformJob body and the environment.
+
+        Precedence, highest first: ``overrides`` (flags, API arguments), the ``body``, the
+        environment variables ``DEEPAR_INFERENCE_CONFIG`` and ``MODEL_SERVER_WORKERS`` (as a
+        SageMaker container would see them), the defaults.
+
+        Args:
+            model: model folder or ``model.tar.gz``.
+            input, output: override the body's ``S3Uri`` and ``S3OutputPath``.
+            body: a CreateTransformJob request body.
+            forward_fields: input fields copied into every output record.
+            environ: the environment (default ``os.environ``).
+            **overrides: :class:`TransformJob` fields; None values are ignored; ``inference``
+                may also be a mapping or JSON text.
+
+        Raises:
+            ConfigError: naming the key, for anything invalid.
+        """
+        environ = os.environ if environ is None else environ
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        inference = overrides.get("inference")
+        if inference is not None and not isinstance(inference, InferenceConfig):
+            overrides["inference"] = inference_from_env_value(inference, where="argument")
+        if input is not None:
+            overrides["input"] = input
+        if output is not None:
+            overrides["output"] = output
+        if body is not None:
+            job = cls.from_request(body, model=model, **overrides)
+        else:
+            if "input" not in overrides or "output" not in overrides:
+                raise ConfigError("input and output are required (or a job body that names them)")
+            job = cls(model=model, **overrides)
+        if "inference" not in overrides and not _sets_inference(body):
+            text = environ.get("DEEPAR_INFERENCE_CONFIG", "")
+            if text.strip():
+                inference = inference_from_env_value(text, where="environment variable")
+                job = replace(job, inference=inference)
+        if job.workers is None and environ.get("MODEL_SERVER_WORKERS", "").strip():
+            workers = _positive_int("MODEL_SERVER_WORKERS", environ["MODEL_SERVER_WORKERS"])
+            job = replace(job, workers=workers)
+        if forward_fields:
+            job = replace(job, join=replace(job.join, forward_fields=tuple(forward_fields)))
+        return job
 
     def resolved_workers(self, available_cpus: int, available_gpus: int) -> int:
         """Workers to start: explicit, else ``MODEL_SERVER_WORKERS``, else one per CPU (GPU)."""
@@ -185,12 +263,18 @@ class TransformJob:
             "resume": self.resume,
             "shard_mb": self.shard_mb,
             "pipeline": self.pipeline,
+            "name": self.name,
             "ignored": [{"key": k, "why": why} for k, why in self.ignored],
         }
 
 
 # ---------------------------------------------------------------------------------------------
 # Parsing helpers for the request body
+
+
+def _sets_inference(body: Mapping[str, Any] | None) -> bool:
+    environment = body.get("Environment") if isinstance(body, Mapping) else None
+    return isinstance(environment, Mapping) and "DEEPAR_INFERENCE_CONFIG" in environment
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -209,16 +293,28 @@ def _positive_int(name: str, value: Any) -> int:
         number = int(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{name} must be a positive integer, got {value!r}") from None
-    if isinstance(value, bool) or number < 1 or (isinstance(value, float) and not value.is_integer()):
+    if (
+        isinstance(value, bool)
+        or number < 1
+        or (isinstance(value, float) and not value.is_integer())
+    ):
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     return number
 
 
 def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
     try:
         return float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{name} must be a number, got {value!r}") from None
+
+
+def _string(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string, got {value!r}")
+    return value
 
 
 def _mapping(name: str, value: Any) -> Mapping[str, Any]:
@@ -227,16 +323,17 @@ def _mapping(name: str, value: Any) -> Mapping[str, Any]:
     return value
 
 
-def _environment(env: Any) -> dict[str, Any]:
+def _environment(env: Any, ignored: list[tuple[str, str]]) -> dict[str, Any]:
     env = _mapping("Environment", env)
     out: dict[str, Any] = {}
     for key, value in env.items():
         if key == "DEEPAR_INFERENCE_CONFIG":
-            out["inference"] = InferenceConfig.from_json(value)
+            out["inference"] = inference_from_env_value(value, where="Environment")
         elif key == "MODEL_SERVER_WORKERS":
             out["workers"] = _positive_int("MODEL_SERVER_WORKERS", value)
         elif key == "MODEL_SERVER_TIMEOUT":
-            continue  # an HTTP model server's timeout; there is no such server here
+            # An HTTP model server's per-request timeout; there is no such server here.
+            ignored.append(("Environment.MODEL_SERVER_TIMEOUT", "no model server here"))
         else:
             raise ConfigError(
                 f"unknown Environment key {key!r}; known: DEEPAR_INFERENCE_CONFIG, "
@@ -245,9 +342,28 @@ def _environment(env: Any) -> dict[str, Any]:
     return out
 
 
+def inference_from_env_value(value: Any, *, where: str) -> InferenceConfig:
+    """``DEEPAR_INFERENCE_CONFIG`` from its JSON text (or, from Python, a mapping).
+
+    Raises:
+        ConfigError: naming ``DEEPAR_INFERENCE_CONFIG``, ``where`` it came from, and the key.
+    """
+    try:
+        if isinstance(value, Mapping):
+            return InferenceConfig.from_mapping(value)
+        if not isinstance(value, (str, bytes)):
+            raise ConfigError(f"must be a JSON string, got {value!r}")
+        return InferenceConfig.from_json(value)
+    except ConfigError as err:
+        message = str(err).removeprefix("DEEPAR_INFERENCE_CONFIG ")
+        raise ConfigError(f"DEEPAR_INFERENCE_CONFIG ({where}): {message}") from err
+
+
 def _transform_input(value: Any, ignored: list[tuple[str, str]]) -> dict[str, Any]:
     data = _mapping("TransformInput", value)
-    _no_unknown("TransformInput", data, ("DataSource", "ContentType", "CompressionType", "SplitType"))
+    _no_unknown(
+        "TransformInput", data, ("DataSource", "ContentType", "CompressionType", "SplitType")
+    )
     source = _mapping("TransformInput.DataSource", data.get("DataSource"))
     _no_unknown("TransformInput.DataSource", source, ("S3DataSource",))
     s3 = _mapping("TransformInput.DataSource.S3DataSource", source.get("S3DataSource"))

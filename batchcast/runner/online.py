@@ -1,4 +1,4 @@
-"""The online form in process: ``{"instances": [...], "configuration": {...}}`` -> ``{"predictions": [...]}``.
+"""The online form in process: ``{"instances", "configuration"}`` -> ``{"predictions"}``.
 
 SageMaker's DeepAR endpoint format (SPEC.md §3). A request's ``configuration`` overrides the
 worker's inference configuration key by key; absent keys keep SPEC.md §2's defaults. Like the
@@ -13,13 +13,15 @@ from typing import Any
 
 import orjson
 
-from batchcast.errors import ConfigError
+from batchcast.errors import ConfigError, RecordError
 from batchcast.runner.worker import ShardProcessor
 
 __all__ = ["predict_request"]
 
 
-def predict_request(processor: ShardProcessor, request: Mapping[str, Any], *, seed: int = 0) -> bytes:
+def predict_request(
+    processor: ShardProcessor, request: Mapping[str, Any], *, seed: int = 0
+) -> bytes:
     """Answer one request.
 
     Args:
@@ -38,17 +40,19 @@ def predict_request(processor: ShardProcessor, request: Mapping[str, Any], *, se
         raise ConfigError("the request must be a JSON object with 'instances'")
     unknown = sorted(set(request) - {"instances", "configuration"})
     if unknown:
-        raise ConfigError(f"unknown request key(s) {unknown}; known: ['configuration', 'instances']")
+        raise ConfigError(
+            f"unknown request key(s) {unknown}; known: ['configuration', 'instances']"
+        )
     instances = request.get("instances")
     if not isinstance(instances, list):
         raise ConfigError(f"'instances' must be a JSON array, got {type(instances).__name__}")
     inference = processor.options.inference.merged(request.get("configuration"))
     lines = [orjson.dumps(instance) for instance in instances]
-    outputs, decoded = processor.predict_lines(lines, uri="request", seed=seed, inference=inference)
-    if decoded.errors:
-        first = decoded.errors[0]
-        if len(decoded.errors) > 1:
-            first.message += f" (and {len(decoded.errors) - 1} more bad instance(s))"
-            first.args = (f"{first.uri}:{first.line}: field {first.field!r}: {first.message}",)
+    outputs, errors = processor.predict_lines(lines, uri="request", seed=seed, inference=inference)
+    if errors:
+        first = errors[0]
+        if len(errors) > 1:
+            more = f" (and {len(errors) - 1} more bad instance(s))"
+            raise RecordError(first.uri, first.line, first.field, first.message + more)
         raise first
     return b'{"predictions":[' + b",".join(outputs) + b"]}"

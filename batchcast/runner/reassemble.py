@@ -32,7 +32,7 @@ class Reassembler(Generic[T]):
         self._files = {f: _FileState[T](count) for f, count in shard_counts.items()}
 
     def add(self, file_index: int, shard_index: int, result: T) -> list[tuple[int, T, bool]]:
-        """Record one result; return ``(shard_index, result, is_last)`` for every shard now in order.
+        """Record one result; return ``(shard_index, result, is_last)`` for each shard now in order.
 
         Raises:
             KeyError: for an unknown file.
@@ -40,7 +40,9 @@ class Reassembler(Generic[T]):
         """
         state = self._files[file_index]
         if not 0 <= shard_index < state.count:
-            raise ValueError(f"file {file_index}: shard {shard_index} out of range 0..{state.count - 1}")
+            raise ValueError(
+                f"file {file_index}: shard {shard_index} out of range 0..{state.count - 1}"
+            )
         if shard_index < state.next_index or shard_index in state.waiting:
             raise ValueError(f"file {file_index}: shard {shard_index} arrived twice")
         state.waiting[shard_index] = result

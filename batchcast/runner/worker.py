@@ -14,7 +14,6 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import orjson
 import ray
@@ -93,31 +92,47 @@ def _decode(shard: Shard, spec: ModelSpec, options: WorkerOptions) -> DecodedSha
     )
 
 
-def _encode(decoded: DecodedShard, result: Forecast, options: WorkerOptions) -> list[bytes]:
-    """One output line (no newline) per input line, errors in place."""
+def _encode(
+    decoded: DecodedShard, result: Forecast, options: WorkerOptions, *, uri: str
+) -> tuple[list[bytes], list[RecordError]]:
+    """One output line (no newline) per input line, errors in place.
+
+    Returns:
+        The lines, and every record error of the shard (shard-local line numbers, sorted):
+        the decoder's, plus one per record whose OutputFilter selects nothing.
+    """
     lines: list[bytes] = [b""] * decoded.num_lines
-    for error in decoded.errors:
-        lines[error.line - 1] = encode_error(error)
+    errors = list(decoded.errors)
     if options.join.needs_records:
         assert decoded.records is not None  # keep_records was set for joins
         outputs = forecast_dicts(
             options.inference, mean=result.mean, quantiles=result.quantiles, samples=result.samples
         )
         for i, out in zip(decoded.good, outputs, strict=True):
-            lines[i] = orjson.dumps(
-                options.join.output(decoded.records[i], out), option=orjson.OPT_SERIALIZE_NUMPY
-            )
+            try:
+                value = options.join.output(decoded.records[i], out)
+            except LookupError as err:  # the OutputFilter: a record error, not a crash
+                errors.append(RecordError(uri, int(i) + 1, "$", f"OutputFilter: {err}"))
+                continue
+            lines[i] = orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
+        errors.sort(key=lambda e: e.line)
     else:
         encoded = encode_forecasts(
             options.inference, mean=result.mean, quantiles=result.quantiles, samples=result.samples
         )
         for i, line in zip(decoded.good, encoded, strict=True):
             lines[i] = line
-    return lines
+    for error in errors:
+        lines[error.line - 1] = encode_error(error)
+    return lines, errors
 
 
 def _result(
-    shard: Shard, decoded: DecodedShard, lines: Sequence[bytes], seconds: dict[str, float]
+    shard: Shard,
+    decoded: DecodedShard,
+    lines: Sequence[bytes],
+    errors: list[RecordError],
+    seconds: dict[str, float],
 ) -> ShardResult:
     blob = b"\n".join(lines) + b"\n" if lines else b""
     return ShardResult(
@@ -125,8 +140,9 @@ def _result(
         shard_index=shard.index,
         lines=blob,
         num_lines=decoded.num_lines,
-        num_series=decoded.batch.num_series,
-        errors=list(decoded.errors),
+        # Records rejected only by the OutputFilter were forecast but not written.
+        num_series=decoded.batch.num_series - (len(errors) - len(decoded.errors)),
+        errors=errors,
         seconds=seconds,
     )
 
@@ -164,10 +180,10 @@ class ShardProcessor:
         t1 = time.perf_counter()
         result = self.sample(decoded, shard_seed(self.options.seed, relpath, shard.index))
         t2 = time.perf_counter()
-        lines = _encode(decoded, result, self.options)
+        lines, errors = _encode(decoded, result, self.options, uri=shard.uri)
         t3 = time.perf_counter()
         seconds = {"decode": t1 - t0, "sample": t2 - t1, "encode": t3 - t2}
-        return _result(shard, decoded, lines, seconds)
+        return _result(shard, decoded, lines, errors, seconds)
 
     def predict_lines(
         self,
@@ -176,8 +192,13 @@ class ShardProcessor:
         uri: str,
         seed: int,
         inference: InferenceConfig | None = None,
-    ) -> tuple[list[bytes], DecodedShard]:
-        """Forecast in-memory JSON lines (the online form); one output line (no newline) each."""
+    ) -> tuple[list[bytes], list[RecordError]]:
+        """Forecast in-memory JSON lines (the online form).
+
+        Returns:
+            One output line (no newline) per input line, errors in place, and the record
+            errors (sorted by line).
+        """
         options = self.options if inference is None else replace(self.options, inference=inference)
         decoded = decode_records(
             lines,
@@ -188,7 +209,7 @@ class ShardProcessor:
             keep_records=options.join.needs_records,
         )
         result = self.sample(decoded, seed, inference=options.inference)
-        return _encode(decoded, result, options), decoded
+        return _encode(decoded, result, options, uri=uri)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,6 +248,5 @@ def encode_shard(
 ) -> ShardResult:
     """CPU task: encode a GPU worker's forecasts into output lines."""
     t0 = time.perf_counter()
-    lines = _encode(decoded, result, options)
-    return _result(shard, decoded, lines, {"encode": time.perf_counter() - t0})
-
+    lines, errors = _encode(decoded, result, options, uri=shard.uri)
+    return _result(shard, decoded, lines, errors, {"encode": time.perf_counter() - t0})

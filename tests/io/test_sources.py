@@ -40,7 +40,8 @@ def test_local_file(tmp_path: Path) -> None:
 def test_local_gz_file_is_compressed(tmp_path: Path) -> None:
     path = _write(tmp_path / "data.jsonl.gz", gzip.compress(b"abc\n"))
     [obj] = list_inputs(str(path))
-    assert obj.compressed and obj.size == path.stat().st_size
+    assert obj.compressed
+    assert obj.size == path.stat().st_size
 
 
 def test_local_folder_is_recursive_and_skips_hidden_and_success(tmp_path: Path) -> None:
@@ -49,7 +50,12 @@ def test_local_folder_is_recursive_and_skips_hidden_and_success(tmp_path: Path) 
     for rel in [".hidden.jsonl", ".dir/x.jsonl", "_SUCCESS", "a/_SUCCESS", "a/.crc"]:
         _write(tmp_path / rel, b"skip\n")
     objects = list_inputs(str(tmp_path))
-    assert [o.relpath for o in objects] == ["a/c/y.jsonl.gz", "a/x.jsonl", "b.jsonl", "z/empty.jsonl"]
+    assert [o.relpath for o in objects] == [
+        "a/c/y.jsonl.gz",
+        "a/x.jsonl",
+        "b.jsonl",
+        "z/empty.jsonl",
+    ]
     assert [o.compressed for o in objects] == [True, False, False, False]
     assert all(os.path.isabs(o.uri) and os.path.isfile(o.uri) for o in objects)
     assert objects[-1].size == 0
@@ -148,7 +154,8 @@ def test_manifest_with_local_prefix(tmp_path: Path) -> None:
     _write(tmp_path / "d" / "a.jsonl", b"1\n")
     manifest = _write(tmp_path / "m.json", _manifest(f"{tmp_path}/d/", "a.jsonl"))
     [obj] = list_inputs(str(manifest), data_type="ManifestFile")
-    assert obj.uri == str(tmp_path / "d" / "a.jsonl") and obj.relpath == "a.jsonl"
+    assert obj.uri == str(tmp_path / "d" / "a.jsonl")
+    assert obj.relpath == "a.jsonl"
 
 
 @pytest.mark.parametrize(
@@ -169,7 +176,7 @@ def test_malformed_manifest(tmp_path: Path, body: bytes, match: str) -> None:
 
 def test_manifest_naming_a_missing_object(tmp_path: Path, s3_bucket: str) -> None:
     manifest = _write(tmp_path / "m.json", _manifest(f"s3://{s3_bucket}/p/", "gone.jsonl"))
-    with pytest.raises(ConfigError, match="gone.jsonl"):
+    with pytest.raises(ConfigError, match=r"gone\.jsonl"):
         list_inputs(str(manifest), data_type="ManifestFile")
     with pytest.raises(ConfigError, match="cannot read manifest"):
         list_inputs(str(tmp_path / "missing.json"), data_type="ManifestFile")

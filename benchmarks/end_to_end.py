@@ -1,0 +1,378 @@
+"""End to end: how fast is ``batchcast transform``, how does it scale with workers and input
+size, and how does it compare with the baselines measured in the same run?
+
+For each input size (``--sizes``, default 10k series of the default work unit) and each
+worker count (``--workers``, default 1 .. cores), one ``batchcast.api.transform`` (what
+``batchcast transform`` runs) on a generated JSON Lines file, reporting:
+
+* ``series_per_s``, ``mb_in_per_s``, ``mb_out_per_s``: over the job's wall time
+  (``summary.timings.total_s``: model check, planning, actor start and model load, all
+  shards, commit), with Ray already running; ``first_output_s``: job start to the first
+  shard result;
+* ``driver_peak_rss_mb``: this process's VmHWM over the job (reset before it through
+  ``/proc/self/clear_refs``; exact);
+* ``worker_peak_rss_mb`` (max) and ``workers_peak_rss_mb_sum``: the VmHWM of every
+  ``ray::ModelWorker`` process below this driver, read every ``--rss-interval`` seconds
+  while the job runs (the actors exit when it ends, so growth in the last interval can be
+  missed). Ray's own daemons (raylet, GCS, object-store shared memory) are not counted;
+* ratios: to the tuned GluonTS baseline and the single-record baseline (see
+  ``benchmarks.baselines``; same weights, run first, on the first ``--baseline-series``
+  lines of the smallest input) and to 1 worker on the same input.
+
+Ray is started once (``ray_init_s`` reported apart, ``address="local"`` unless ``RAY_ADDRESS``
+or ``--ray-address`` is set) and warmed up with one small transform; every case then runs on
+that cluster. Inputs and the models are cached in ``--workdir``; outputs are deleted after
+each case unless ``--keep-outputs``.
+
+    python -m benchmarks.end_to_end                              # 10k series: ~3-4 minutes
+    python -m benchmarks.end_to_end --sizes 10k,100k,1M --append-results
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import os
+import shutil
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.baselines import (
+    DEFAULT_WORKDIR,
+    add_baseline_flags,
+    prepare_models,
+    run_baselines,
+)
+from benchmarks.baselines import describe as describe_baseline
+from benchmarks.common import (
+    WorkUnit,
+    add_results_flag,
+    append_results,
+    emit,
+    int_list,
+    length_range,
+    peak_rss_mb,
+    reset_peak_rss,
+)
+from benchmarks.data import DataSpec, ensure_jsonl
+
+BENCHMARK = "end_to_end"
+WORKER_TITLE = b"ray::ModelWorker"  # Ray's process title for the actor (and its method calls)
+
+
+class WorkerPeaks:
+    """Samples the peak RSS (VmHWM) of the ModelWorker processes below this driver.
+
+    Ray's local cluster is this process's child (raylet) and the actors are the raylet's
+    children. A full ``/proc`` scan runs only until ``expected`` workers are known (or one of
+    them is gone); otherwise each sample reads just their ``status`` files.
+    """
+
+    def __init__(self, expected: int, interval: float) -> None:
+        self.expected, self.interval = expected, interval
+        self.peaks: dict[int, float] = {}
+        self._alive: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="worker-rss", daemon=True)
+
+    def __enter__(self) -> WorkerPeaks:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def sample(self) -> None:
+        if len(self._alive) < self.expected:
+            self._alive |= _descendants_titled(os.getpid(), WORKER_TITLE)
+        for pid in list(self._alive):
+            peak = peak_rss_mb(pid)
+            if peak is None:  # the actor ended (or was restarted as a new process)
+                self._alive.discard(pid)
+                continue
+            self.peaks[pid] = max(peak, self.peaks.get(pid, 0.0))
+
+
+def _descendants_titled(root: int, title: bytes) -> set[int]:
+    """Processes below ``root`` whose command line (Ray's process title) starts with ``title``."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rfind(b")") + 2 :].split()[1])  # the field after the state
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [root]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            todo.append(pid)
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if f.read(len(title)) == title:
+                        found.add(pid)
+            except OSError:
+                continue
+    return found
+
+
+def _start_ray(address: str | None) -> float:
+    import ray
+
+    started = time.perf_counter()
+    # As batchcast's driver starts it (batchcast.runner.driver), but never attaching to a
+    # cluster some other process started on this machine unless told to.
+    ray.init(address=address or "local", logging_level=logging.WARNING, log_to_driver=True)
+    return time.perf_counter() - started
+
+
+def _run_case(
+    model_dir: Path,
+    input_path: Path,
+    out: Path,
+    *,
+    workers: int,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """One transform; its measurements."""
+    from batchcast.api import transform
+
+    if out.exists():
+        shutil.rmtree(out)
+    options: dict[str, Any] = {"workers": workers, "progress": False}
+    if args.shard_mb:
+        options["shard_mb"] = args.shard_mb
+    reset_peak_rss()
+    with WorkerPeaks(workers, args.rss_interval) as peaks:
+        summary = transform(str(model_dir), str(input_path), str(out), **options)
+    driver_peak = peak_rss_mb()
+    if not summary.ok:
+        raise RuntimeError(f"{input_path}: transform {summary.status}: {summary.errors[:3]}")
+    out_bytes = sum(p.stat().st_size for p in out.glob("*.out"))
+    if not args.keep_outputs:
+        shutil.rmtree(out)
+    timings, counts = summary.timings, summary.counts
+    seconds = timings["total_s"]
+    worker_peaks = sorted(peaks.peaks.values())
+    return {
+        "series": counts["series"],
+        "seconds": seconds,
+        "series_per_s": counts["series"] / seconds,
+        "mb_in_per_s": input_path.stat().st_size / seconds / 1e6,
+        "mb_out_per_s": out_bytes / seconds / 1e6,
+        "first_output_s": timings["first_output_s"],
+        "driver_peak_rss_mb": driver_peak,
+        "worker_peak_rss_mb": worker_peaks[-1] if worker_peaks else None,
+        "workers_peak_rss_mb_sum": sum(worker_peaks) if worker_peaks else None,
+        "worker_processes_seen": len(worker_peaks),
+        "worker_restarts": counts["worker_restarts"],
+        # Summed over shards (all workers): where the workers' time went.
+        "decode_s": timings.get("decode_s"),
+        "sample_s": timings.get("sample_s"),
+        "encode_s": timings.get("encode_s"),
+    }
+
+
+def describe(record: Mapping[str, Any]) -> str:
+    """A RESULTS.md cell."""
+    if record["case"] == "ray":
+        return f"ray.init {record['ray_init_s']:.1f}s, warm-up transform {record['warmup_s']:.1f}s"
+    if record.get("baseline"):
+        return describe_baseline(record)
+    if record["case"] == "ratios":
+        return "; ".join(f"{k} {v:.2f}x" for k, v in record["ratios"].items())
+    parts = [
+        f"{record['series_per_s']:.0f} series/s",
+        f"{record['mb_in_per_s']:.1f} MB/s in",
+        f"first output {record['first_output_s']:.1f}s",
+        f"RSS driver {record['driver_peak_rss_mb']:.0f} MB",
+    ]
+    if record.get("worker_peak_rss_mb"):
+        parts.append(f"worker {record['worker_peak_rss_mb']:.0f} MB")
+    for key, label in (
+        ("vs_gluonts_tuned", "GluonTS tuned"),
+        ("vs_single_record", "single-record"),
+        ("vs_1_worker", "1 worker"),
+    ):
+        if record.get(key):
+            parts.append(f"{record[key]:.2f}x {label}")
+    return ", ".join(parts)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.end_to_end", description=__doc__)
+    parser.add_argument(
+        "--sizes", type=int_list, default=[10_000], help="input sizes in series (10k,100k,1M)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int_list,
+        default=list(range(1, (os.cpu_count() or 1) + 1)),
+        help="worker counts to sweep (default 1 .. cores)",
+    )
+    parser.add_argument("--repeats", type=int, default=1, help="runs per case (median reported)")
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="data, models, out")
+    parser.add_argument("--keep-outputs", action="store_true")
+    parser.add_argument("--shard-mb", type=float, default=None, help="default: batchcast's")
+    parser.add_argument("--rss-interval", type=float, default=0.5, help="worker RSS sampling (s)")
+    parser.add_argument("--ray-address", default=None, help="default: RAY_ADDRESS, else local")
+    parser.add_argument("--warmup-series", type=int, default=200)
+    data = parser.add_argument_group("input data")
+    data.add_argument("--length", type=length_range, default=WorkUnit().length, metavar="N|LO-HI")
+    data.add_argument("--nan-fraction", type=float, default=0.0)
+    data.add_argument("--cardinality", type=int_list, default=[], metavar="C1,C2")
+    data.add_argument("--dynamic-feat", type=int, default=0)
+    data.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-baselines", action="store_true")
+    add_baseline_flags(parser)
+    add_results_flag(parser)
+    args = parser.parse_args(argv)
+
+    unit = WorkUnit(length=args.length)
+
+    def spec(n: int, seed: int) -> DataSpec:
+        return DataSpec(
+            series=n,
+            freq=unit.freq,
+            length=unit.length,
+            cardinality=tuple(args.cardinality),
+            num_dynamic_feat=args.dynamic_feat,
+            future_length=unit.prediction_length if args.dynamic_feat else 0,
+            nan_fraction=args.nan_fraction,
+            seed=seed,
+        )
+
+    folder = args.workdir / "data"
+    sizes = sorted(set(args.sizes))
+    for n in sizes:
+        if not (folder / spec(n, args.seed).filename).exists():
+            print(f"generating {n:,} series in {folder} ...", file=sys.stderr, flush=True)
+    inputs = {n: ensure_jsonl(spec(n, args.seed), folder) for n in sizes}
+    warmup = ensure_jsonl(spec(args.warmup_series, args.seed + 7), folder)
+    print("preparing the GluonTS and batchcast models ...", file=sys.stderr, flush=True)
+    models = prepare_models(
+        args.workdir,
+        unit,
+        train_series=args.train_series,
+        train_batches=args.train_batches,
+        cardinality=tuple(args.cardinality),
+        num_dynamic_feat=args.dynamic_feat,
+        seed=args.seed,
+    )
+    records: list[dict[str, Any]] = []
+    gluonts = single = None
+    if not args.no_baselines:  # before Ray starts: its daemons do not slow the baselines
+        gluonts, single = run_baselines(args, models, inputs[sizes[0]], sizes[0])
+        records += [gluonts, single]
+
+    ray_init_s = _start_ray(args.ray_address)
+    started = time.perf_counter()
+    warm_out = args.workdir / "out" / "warmup"
+    _run_case(models.model_dir, warmup, warm_out, workers=max(args.workers), args=args)
+    records.append(
+        emit(
+            BENCHMARK,
+            "ray",
+            {
+                "ray_init_s": ray_init_s,
+                "warmup_s": time.perf_counter() - started,
+                **models.describe(),
+            },
+        )
+    )
+
+    by_case: dict[tuple[int, int], dict[str, Any]] = {}
+    for n in sizes:
+        for workers in args.workers:
+            runs = [
+                _run_case(
+                    models.model_dir,
+                    inputs[n],
+                    args.workdir / "out" / f"n{n}-w{workers}",
+                    workers=workers,
+                    args=args,
+                )
+                for _ in range(args.repeats)
+            ]
+            result = min(runs, key=lambda r: abs(r["series_per_s"] - _median_rate(runs)))
+            fields: dict[str, Any] = {"size": n, "workers": workers, **result}
+            if args.repeats > 1:
+                fields["series_per_s_runs"] = [r["series_per_s"] for r in runs]
+            if gluonts and single:
+                fields["vs_gluonts_tuned"] = result["series_per_s"] / gluonts["series_per_s"]
+                fields["vs_single_record"] = result["series_per_s"] / single["series_per_s"]
+            if (n, 1) in by_case:
+                fields["vs_1_worker"] = result["series_per_s"] / by_case[n, 1]["series_per_s"]
+            fields["input"] = str(inputs[n])
+            by_case[n, workers] = emit(BENCHMARK, f"size={n} workers={workers}", fields)
+            records.append(by_case[n, workers])
+
+    import ray
+
+    stopped = time.perf_counter()
+    ray.shutdown()
+    fields = _ratios(by_case, gluonts, single, sizes, args)
+    fields["ray_shutdown_s"] = time.perf_counter() - stopped
+    records.append(emit(BENCHMARK, "ratios", fields))
+    if args.append_results:
+        append_results(args.append_results, records, describe)
+    return 0
+
+
+def _median_rate(runs: list[dict[str, Any]]) -> float:
+    return statistics.median(r["series_per_s"] for r in runs)
+
+
+def _ratios(
+    by_case: dict[tuple[int, int], dict[str, Any]],
+    gluonts: Mapping[str, Any] | None,
+    single: Mapping[str, Any] | None,
+    sizes: list[int],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """The run's headline ratios: most workers vs the baselines and vs 1 worker, and how the
+    peak RSS grows from each input size to the next."""
+    most = max(args.workers)
+    ratios: dict[str, float] = {}
+    for n in sizes:
+        top = by_case[n, most]
+        if gluonts:
+            ratios[f"size={n} workers={most} / gluonts tuned"] = (
+                top["series_per_s"] / gluonts["series_per_s"]
+            )
+        if single:
+            ratios[f"size={n} workers={most} / single-record"] = (
+                top["series_per_s"] / single["series_per_s"]
+            )
+        if (n, 1) in by_case and most != 1:
+            ratios[f"size={n} workers={most} / workers=1"] = (
+                top["series_per_s"] / by_case[n, 1]["series_per_s"]
+            )
+    for smaller, larger in itertools.pairwise(sizes):  # flat memory: each ratio near 1
+        before, after = by_case[smaller, most], by_case[larger, most]
+        for key in ("driver_peak_rss_mb", "worker_peak_rss_mb"):
+            if before.get(key) and after.get(key):
+                ratios[f"{key} size={larger} / size={smaller}"] = after[key] / before[key]
+    return {
+        "ratios": ratios,
+        "gluonts_tuned_series_per_s": gluonts["series_per_s"] if gluonts else None,
+        "single_record_series_per_s": single["series_per_s"] if single else None,
+    }
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,73 @@
+"""The io room's boundaries: its public names, and what it may import (ARCHITECTURE.md)."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import batchcast.io
+
+
+def test_public_names() -> None:
+    assert sorted(batchcast.io.__all__) == [
+        "DecodedShard",
+        "InputObject",
+        "Join",
+        "JsonPath",
+        "RecordContract",
+        "Shard",
+        "ShardLines",
+        "Sink",
+        "TrainingData",
+        "compile_path",
+        "decode_records",
+        "encode_error",
+        "encode_forecasts",
+        "exists",
+        "forecast_dicts",
+        "join_lines",
+        "join_uri",
+        "list_inputs",
+        "load_training_data",
+        "open_range",
+        "open_sink",
+        "output_uri",
+        "plan_shards",
+        "read_shard_lines",
+        "renumber",
+        "s3_client",
+        "write_bytes_atomic",
+    ]
+    assert all(hasattr(batchcast.io, name) for name in batchcast.io.__all__)
+
+
+# What io's modules may import (ARCHITECTURE.md: "io imports errors and forecast.config only";
+# forecast.series is the torch-free batch type it builds). Checked in the source, because at
+# run time ``import batchcast.io`` first runs the package __init__ files above it.
+_ALLOWED_BATCHCAST = {"batchcast.errors", "batchcast.forecast.config", "batchcast.forecast.series"}
+_ALLOWED_THIRD_PARTY = {"numpy", "orjson", "smart_open", "boto3", "botocore"}
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_io_imports_only_what_its_room_allows() -> None:
+    modules = sorted(Path(batchcast.io.__file__).parent.glob("*.py"))
+    assert len(modules) == 7
+    for path in modules:
+        for name in _imports(path):
+            top = name.split(".")[0]
+            if name.startswith("batchcast.io") or name in _ALLOWED_BATCHCAST:
+                continue
+            assert top != "batchcast", f"{path.name} imports {name}"
+            assert top in _ALLOWED_THIRD_PARTY or top in sys.stdlib_module_names, (
+                f"{path.name} imports {name}"
+            )
