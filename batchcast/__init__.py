@@ -1,4 +1,4 @@
-"""batchcast: fast, vectorised DeepAR batch transform over JSON Lines, on one machine or a Ray cluster.
+"""batchcast: fast, vectorised DeepAR batch transform over JSON Lines, on a laptop or a Ray cluster.
 
 A drop-in for SageMaker Batch Transform with the built-in DeepAR: the same records, the same
 ``DEEPAR_INFERENCE_CONFIG``, the same output lines in the same order, the same job parameters.

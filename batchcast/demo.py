@@ -45,7 +45,11 @@ def run_demo(root: Path, *, workers: int | None = None) -> Path:
     print(f"trained {model_dir}", file=log)
     output = root / "output"
     summary = transform(
-        model_dir, str(root / "input"), str(output), workers=workers, progress=None,
+        model_dir,
+        str(root / "input"),
+        str(output),
+        workers=workers,
+        progress=None,
         forward_fields=["item_id"],
     )
     out_file = output / "sample.jsonl.out"

@@ -5,7 +5,7 @@
     BatchcastError                 anything batchcast raises on purpose
     ├── ConfigError                a bad hyperparameter, inference configuration or job description
     ├── RecordError                one input record breaks SPEC.md §1 (uri, 1-based line, field)
-    ├── ShardError                 a shard could not be read or processed (I/O, a worker lost for good)
+    ├── ShardError                 a shard could not be processed (I/O, a worker lost for good)
     └── ModelError                 a model artifact is missing, malformed or incompatible
 
 User errors (bad data, bad configuration) are these; an internal bug is anything else.
@@ -23,7 +23,7 @@ class BatchcastError(Exception):
 
 
 class ConfigError(BatchcastError, ValueError):
-    """A configuration value is invalid; the message names the key, the value and what was expected."""
+    """A configuration value is invalid; it names the key, the value and the expectation."""
 
 
 class ModelError(BatchcastError):

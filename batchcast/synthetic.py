@@ -19,6 +19,7 @@ from batchcast.forecast.config import parse_frequency
 
 __all__ = ["synthetic_records", "write_jsonl"]
 
+
 def _start_string(rng: np.random.Generator, freq: str) -> str:
     f = parse_frequency(freq)
     base = dt.datetime(2020, 1, 1) + dt.timedelta(days=int(rng.integers(0, 365)))

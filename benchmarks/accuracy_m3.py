@@ -97,7 +97,9 @@ def main() -> None:
             iter({"start": START, "target": x.tolist()} for x in train_parts),
         )
         started = time.perf_counter()
-        result = train(str(data), hyperparameters=hyperparameters, model_dir=f"{tmp}/model", seed=args.seed)
+        result = train(
+            str(data), hyperparameters=hyperparameters, model_dir=f"{tmp}/model", seed=args.seed
+        )
         train_seconds = time.perf_counter() - started
         model = load_model(f"{tmp}/model").model
     batch = SeriesBatch.from_lists(
@@ -105,18 +107,29 @@ def main() -> None:
         targets=[x.astype(np.float32) for x in train_parts],
     )
     config = InferenceConfig(
-        num_samples=args.num_samples, output_types=("mean", "quantiles"), quantiles=tuple(map(str, LEVELS))
+        num_samples=args.num_samples,
+        output_types=("mean", "quantiles"),
+        quantiles=tuple(map(str, LEVELS)),
     )
     started = time.perf_counter()
     fc = forecast(model, batch, config, generator=torch.Generator().manual_seed(args.seed))
-    assert fc.mean is not None and fc.quantiles is not None
+    assert fc.mean is not None
+    assert fc.quantiles is not None
     forecast_seconds = time.perf_counter() - started
     deepar_metrics = quantile_metrics(actual, fc.mean, fc.quantiles, LEVELS)
     median = fc.quantiles[:, LEVELS.index(0.5)]
 
     rows = [
-        ("seasonal_naive", naive_metrics["test:mean_wQuantileLoss"], mase(train_parts, actual, naive)),
-        ("batchcast_deepar", deepar_metrics["test:mean_wQuantileLoss"], mase(train_parts, actual, median)),
+        (
+            "seasonal_naive",
+            naive_metrics["test:mean_wQuantileLoss"],
+            mase(train_parts, actual, naive),
+        ),
+        (
+            "batchcast_deepar",
+            deepar_metrics["test:mean_wQuantileLoss"],
+            mase(train_parts, actual, median),
+        ),
     ]
     for name, wql, mase_value in rows:
         print(

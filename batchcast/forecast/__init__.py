@@ -38,7 +38,25 @@ _LAZY = {
     "SeriesBatch": "series",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "DeepAR",
+    "DeepARConfig",
+    "Forecast",
+    "Frequency",
+    "InferenceConfig",
+    "LoadedModel",
+    "ModelSpec",
+    "SeriesBatch",
+    "build_windows",
+    "forecast",
+    "get_likelihood",
+    "lags_for_frequency",
+    "load_model",
+    "sample_paths",
+    "save_model",
+    "summarize",
+    "time_feature_names",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -47,7 +47,7 @@ class Frequency:
 
 
 def parse_frequency(value: str) -> Frequency:
-    """Parse ``time_freq`` (``min``, ``H``, ``D``, ``W``, ``M`` with an integer multiple, e.g. ``5min``).
+    """Parse ``time_freq``: ``min``, ``H``, ``D``, ``W`` or ``M`` times an integer (``5min``).
 
     Raises:
         ConfigError: naming the value and the accepted forms.
@@ -258,7 +258,7 @@ class DeepARConfig:
         return cls(**kwargs)
 
     def to_hyperparameters(self) -> dict[str, Any]:
-        """The hyperparameters as a JSON-ready dict (round-trips through :meth:`from_hyperparameters`)."""
+        """The hyperparameters as a JSON-ready dict (inverse of :meth:`from_hyperparameters`)."""
         out = dataclasses.asdict(self)
         for key in ("cardinality", "test_quantiles"):
             if isinstance(out[key], tuple):

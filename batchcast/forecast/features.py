@@ -70,7 +70,7 @@ def _month_lags(multiple: float) -> list[list[float]]:
 
 
 def lags_for_frequency(freq: str | Frequency, *, lag_ub: int = 1200) -> tuple[int, ...]:
-    """The 1-based lags GluonTS picks for ``freq``: ``1..7`` then seasonal cycles in ``(7, lag_ub]``.
+    """The 1-based lags GluonTS picks for ``freq``: 1..7 then seasonal cycles in ``(7, lag_ub]``.
 
     The multiples are Python float floor-divisions, reproduced as GluonTS writes them (an
     integer rewrite changes some lags, e.g. ``4 // (2/168) == 336.0``).
@@ -228,7 +228,7 @@ class Windows:
 def _gather(
     flat: np.ndarray, offsets: np.ndarray, positions: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Values at per-series ``positions`` (B, N) of a flat CSR array; invalid positions -> mask 0."""
+    """Values at per-series ``positions`` (B, N) of a flat CSR array, and their validity mask."""
     lengths = np.diff(offsets)[:, None]
     valid = (positions >= 0) & (positions < lengths)
     index = np.where(valid, offsets[:-1, None] + positions, 0)

@@ -56,7 +56,7 @@ class Likelihood:
         raise NotImplementedError
 
     def nll(self, params: torch.Tensor, target: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """Negative log-likelihood of ``target`` (...,) under params (..., num_args), scale (...,)."""
+        """Negative log-likelihood of ``target`` (...,); params (..., num_args), scale (...,)."""
         raise NotImplementedError
 
     def sample(

@@ -1,4 +1,4 @@
-"""DeepAR (Salinas et al., 2020) as an nn.Module, architecture-compatible with GluonTS's torch DeepAR.
+"""DeepAR (Salinas et al., 2020) as an nn.Module, architecture-compatible with GluonTS's.
 
 The network reads, per step, ``[lagged scaled targets, cat embeddings, log(scale), covariates]``
 (DEEPAR_REFERENCE.md A.9), runs a ``num_layers`` x ``num_cells`` LSTM, and projects the hidden

@@ -1,4 +1,4 @@
-"""Vectorised ancestral sampling: many series x num_samples paths per step, mean and quantiles on device.
+"""Vectorised ancestral sampling: many series x num_samples paths per step, summaries on device.
 
 The sampler follows GluonTS's ``DeepARModel.forward`` (DEEPAR_REFERENCE.md A.11): unroll the
 context once per series, fold the ``S`` sample paths into the batch (row ``b * S + k`` is path
@@ -55,8 +55,8 @@ class Forecast:
 
 
 def quantile_indices(num_samples: int, levels: Sequence[float]) -> list[int]:
-    """Sorted-sample index of each quantile: ``round((S - 1) * q)``, half to even (GluonTS/numpy)."""
-    return [int(round((num_samples - 1) * q)) for q in levels]
+    """Sorted-sample index of each quantile: ``round((S - 1) * q)``, half to even (as GluonTS)."""
+    return [round((num_samples - 1) * q) for q in levels]
 
 
 class _LayerWeights:

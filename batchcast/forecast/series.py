@@ -22,7 +22,7 @@ class SeriesBatch:
     Attributes:
         start: (B,) int64 seconds since 1970-01-01 of each series' first point (naive time).
         target: (sum T_b,) float32, all targets concatenated; NaN marks a missing value.
-        target_offsets: (B + 1,) int64; series b is ``target[target_offsets[b]:target_offsets[b+1]]``.
+        target_offsets: (B + 1,) int64; series b is ``target[offsets[b]:offsets[b + 1]]``.
         cat: (B, n_cat) int64 categorical features (n_cat may be 0).
         dynamic_feat: (sum D_b, n_dyn) float32, each series' dynamic features stacked in time.
         dynamic_offsets: (B + 1,) int64, like ``target_offsets`` for ``dynamic_feat``'s rows.
@@ -40,7 +40,8 @@ class SeriesBatch:
         b = len(self.start)
         assert self.target_offsets.shape == (b + 1,), "target_offsets must be (B+1,)"
         assert self.dynamic_offsets.shape == (b + 1,), "dynamic_offsets must be (B+1,)"
-        assert self.cat.ndim == 2 and self.cat.shape[0] == b, "cat must be (B, n_cat)"
+        assert self.cat.ndim == 2, "cat must be (B, n_cat)"
+        assert self.cat.shape[0] == b, "cat must be (B, n_cat)"
         assert self.dynamic_feat.ndim == 2, "dynamic_feat must be (rows, n_dyn)"
 
     @property

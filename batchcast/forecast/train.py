@@ -55,7 +55,11 @@ class TrainResult:
 
 
 def make_spec(
-    config: DeepARConfig, *, cardinality: tuple[int, ...], num_dynamic_feat: int, default_scale: float | None
+    config: DeepARConfig,
+    *,
+    cardinality: tuple[int, ...],
+    num_dynamic_feat: int,
+    default_scale: float | None,
 ) -> ModelSpec:
     """The model signature for ``config`` with the data-dependent choices resolved."""
     return ModelSpec(
@@ -90,7 +94,9 @@ def _window_tensors(
     batch: SeriesBatch, spec: ModelSpec, split: np.ndarray, dummy: float, device: torch.device
 ) -> dict[str, torch.Tensor]:
     w = build_windows(batch, spec, split=split, dummy_value=dummy, with_future=True)
-    assert w.future_target is not None and w.future_observed is not None  # with_future=True
+    # with_future=True guarantees both
+    assert w.future_target is not None
+    assert w.future_observed is not None
     arrays = {
         "past_target": w.past_target,
         "past_observed": w.past_observed,
@@ -174,7 +180,11 @@ def train_model(
             best_loss, best_epoch = epoch_loss, epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if on_epoch is not None:
-            on_epoch(EpochReport(epoch, config.epochs, epoch_loss, time.perf_counter() - started, improved))
+            on_epoch(
+                EpochReport(
+                    epoch, config.epochs, epoch_loss, time.perf_counter() - started, improved
+                )
+            )
         patience = config.early_stopping_patience
         if patience is not None and epoch - best_epoch >= patience:
             break
@@ -198,7 +208,10 @@ def _withhold(batch: SeriesBatch, horizon: int) -> tuple[SeriesBatch, np.ndarray
         targets.append(series[:-horizon])
         actual.append(series[-horizon:])
     n_dyn = batch.dynamic_feat.shape[1]
-    dynamic = [batch.dynamic_feat[batch.dynamic_offsets[b] : batch.dynamic_offsets[b + 1]] for b in eligible]
+    dynamic = [
+        batch.dynamic_feat[batch.dynamic_offsets[b] : batch.dynamic_offsets[b + 1]]
+        for b in eligible
+    ]
     cut = SeriesBatch.from_lists(
         start=batch.start[eligible],
         targets=targets,
@@ -209,8 +222,10 @@ def _withhold(batch: SeriesBatch, horizon: int) -> tuple[SeriesBatch, np.ndarray
     return cut, np.stack(actual)
 
 
-def evaluate(model: DeepAR, test: SeriesBatch, config: DeepARConfig, *, seed: int = 0) -> dict[str, Any]:
-    """SageMaker's test metrics: ``test:RMSE``, ``test:mean_wQuantileLoss``, ``test:wQuantileLoss[q]``.
+def evaluate(
+    model: DeepAR, test: SeriesBatch, config: DeepARConfig, *, seed: int = 0
+) -> dict[str, Any]:
+    """SageMaker's test metrics: ``test:RMSE``, ``test:mean_wQuantileLoss`` and per quantile.
 
     The last ``prediction_length`` points of each test series are withheld and forecast with
     ``num_eval_samples`` paths. RMSE compares the forecast mean with them; the weighted quantile
@@ -220,19 +235,22 @@ def evaluate(model: DeepAR, test: SeriesBatch, config: DeepARConfig, *, seed: in
     cut, actual = _withhold(test, config.prediction_length)
     levels = [repr(float(q)) for q in config.test_quantiles]
     inference = InferenceConfig(
-        num_samples=config.num_eval_samples, output_types=("mean", "quantiles"), quantiles=tuple(levels)
+        num_samples=config.num_eval_samples,
+        output_types=("mean", "quantiles"),
+        quantiles=tuple(levels),
     )
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     result = forecast(model, cut, inference, generator=generator)
-    assert result.mean is not None and result.quantiles is not None  # both were asked for
+    assert result.mean is not None  # asked for above
+    assert result.quantiles is not None
     return quantile_metrics(actual, result.mean, result.quantiles, config.test_quantiles)
 
 
 def quantile_metrics(
     actual: np.ndarray, mean: np.ndarray, quantiles: np.ndarray, levels: tuple[float, ...]
 ) -> dict[str, Any]:
-    """RMSE of ``mean`` and weighted quantile losses of ``quantiles`` (B, Q, P) against ``actual`` (B, P).
+    """RMSE of ``mean`` (B, P) and weighted quantile losses of ``quantiles`` (B, Q, P).
 
     NaN points of ``actual`` are left out.
     """
