@@ -44,6 +44,7 @@ import orjson
 
 from benchmarks.common import (
     REPO,
+    HelpFormatter,
     WorkUnit,
     add_results_flag,
     append_results,
@@ -110,7 +111,9 @@ def gluonts_entry(record: dict[str, Any]) -> dict[str, Any]:
 def _quiet_gluonts() -> None:
     """GluonTS, lightning and torch warn on every batch; the benchmark output is JSON."""
     warnings.filterwarnings("ignore")
-    for name in ("lightning", "lightning.pytorch", "pytorch_lightning", "gluonts"):
+    import lightning.pytorch  # noqa: F401  # it sets its loggers' levels when imported
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "gluonts"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
@@ -179,32 +182,47 @@ def prepare_models(
 ) -> Models:
     """Train (or reuse) the GluonTS predictor and import it as a batchcast model.
 
-    Cached under ``workdir/models/<a name fixing every argument>``.
+    Cached under ``workdir/models/<a name fixing every argument>``. The work runs in a
+    subprocess, so this process (the benchmark's Ray driver) never holds GluonTS, lightning or
+    a training run in its memory, and its peak RSS stays that of a batchcast driver.
     """
-    from batchcast.forecast.gluonts import import_gluonts
-
+    lo, hi = unit.length
     name = (
         f"deepar-{unit.freq}-c{unit.context_length}-p{unit.prediction_length}-"
         f"{unit.num_layers}x{unit.num_cells}-s{unit.num_samples}-"
         f"cat{'x'.join(map(str, cardinality)) or 0}-dyn{num_dynamic_feat}-"
-        f"train{train_series}x{train_batches}-seed{seed}"
+        f"train{train_series}x{train_batches}-len{lo}-{hi}-seed{seed}"
     )
     root = workdir / "models" / name
     models = Models(root / "gluonts-predictor", root / "batchcast-model", train_batches)
     if (models.model_dir / "model.safetensors").exists():
         return models
+    arguments = ["--predictor", str(models.predictor_dir), "--model", str(models.model_dir)]
+    arguments += ["--train-series", str(train_series), "--train-batches", str(train_batches)]
+    arguments += ["--length", f"{lo}-{hi}", "--seed", str(seed)]
+    arguments += ["--dynamic-feat", str(num_dynamic_feat)]
+    if cardinality:
+        arguments += ["--cardinality", ",".join(map(str, cardinality))]
+    _child("prepare", arguments, expect_final=False)
+    return models
+
+
+def _prepare_child(args: argparse.Namespace) -> None:
+    from batchcast.forecast.gluonts import import_gluonts
+
+    unit = WorkUnit(length=args.length)
     train = DataSpec(
-        series=train_series,
+        series=args.train_series,
         freq=unit.freq,
         length=unit.length,
-        cardinality=cardinality,
-        num_dynamic_feat=num_dynamic_feat,
-        seed=seed + 1,  # not the measured input's seed
+        cardinality=tuple(args.cardinality),
+        num_dynamic_feat=args.dynamic_feat,
+        seed=args.seed + 1,  # not the measured input's seed
     )
-    if not (models.predictor_dir / "predictor.json").exists():
-        _train_gluonts(models.predictor_dir, unit, train=train, batches=train_batches, seed=seed)
-    import_gluonts(str(models.predictor_dir), str(models.model_dir))
-    return models
+    if not (args.predictor / "predictor.json").exists():
+        batches, seed = args.train_batches, args.seed
+        _train_gluonts(args.predictor, unit, train=train, batches=batches, seed=seed)
+    import_gluonts(str(args.predictor), str(args.model))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,6 +279,7 @@ def _sweep_and_measure(
     assert best is not None  # configs is never empty
     config = best[1]
     run = prepare(config)
+    _timed(run, args.input, args.warmup_series, out)
     result = _timed(run, args.input, args.series, out)
     emit(BENCHMARK, name, {"baseline": name, **config, "final": True, **result})
 
@@ -326,9 +345,14 @@ def _single_record_child(args: argparse.Namespace) -> None:
 
 
 def _child(
-    kind: str, arguments: list[str], *, env: dict[str, str] | None = None
+    kind: str,
+    arguments: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    expect_final: bool = True,
 ) -> list[dict[str, Any]]:
-    """Run ``python -m benchmarks.baselines --child kind ...``; echo and return its JSON lines."""
+    """Run ``python -m benchmarks.baselines --child kind ...``; echo and return its JSON lines
+    (other output goes to stderr)."""
     command = [sys.executable, "-m", "benchmarks.baselines", "--child", kind, *arguments]
     records = []
     with subprocess.Popen(
@@ -340,10 +364,11 @@ def _child(
                 sys.stdout.buffer.write(line)
                 sys.stdout.flush()
                 records.append(orjson.loads(line))
+            else:  # a library's chatter: keep stdout JSON only
+                sys.stderr.buffer.write(line)
     if proc.returncode != 0:
         raise RuntimeError(f"the {kind} baseline failed (exit {proc.returncode}): {command}")
-    finals = [r for r in records if r.get("final")]
-    if not finals:
+    if expect_final and not any(r.get("final") for r in records):
         raise RuntimeError(f"the {kind} baseline printed no final result: {command}")
     return records
 
@@ -425,26 +450,30 @@ def describe(record: Any) -> str:
 def add_baseline_flags(parser: argparse.ArgumentParser) -> None:
     """The flags ``end_to_end`` shares with this script."""
     g = parser.add_argument_group("baselines")
-    g.add_argument("--baseline-series", type=count, default=2000, help="GluonTS measured run")
-    g.add_argument("--gluonts-sweep-series", type=count, default=512, help="per sweep config")
-    g.add_argument("--gluonts-batch-sizes", type=int_list, default=[32, 64, 128, 256])
-    g.add_argument("--gluonts-threads", type=int_list, default=None, help="default 1..cores")
+    g.add_argument(
+        "--baseline-series", type=count, default=2000, help="lines in the GluonTS measured run"
+    )
+    g.add_argument("--gluonts-sweep-series", type=count, default=512, help="lines per sweep config")
+    g.add_argument("--gluonts-batch-sizes", type=int_list, default=[32, 64, 128, 256], help="swept")
+    g.add_argument("--gluonts-threads", type=int_list, default=None, help="None: 1 .. cores")
     g.add_argument(
         "--gluonts-no-top-pad",
         action="store_true",
         help="run GluonTS as shipped (default malloc) instead of tuned",
     )
-    g.add_argument("--single-record-series", type=count, default=500)
-    g.add_argument("--single-record-sweep-series", type=count, default=100)
-    g.add_argument("--single-record-threads", type=int_list, default=None, help="default 1..cores")
     g.add_argument(
-        "--train-series", type=count, default=200, help="GluonTS training series (default 200)"
+        "--single-record-series", type=count, default=500, help="lines in its measured run"
     )
+    g.add_argument(
+        "--single-record-sweep-series", type=count, default=100, help="lines per sweep config"
+    )
+    g.add_argument("--single-record-threads", type=int_list, default=None, help="None: 1 .. cores")
+    g.add_argument("--train-series", type=count, default=200, help="GluonTS training series")
     g.add_argument(
         "--train-batches",
         type=int,
         default=50,
-        help="GluonTS training mini-batches of 32 (0: initial weights; default 50)",
+        help="GluonTS training mini-batches of 32 (0: initial weights)",
     )
 
 
@@ -476,14 +505,22 @@ def run_baselines(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.baselines", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.baselines", description=__doc__, formatter_class=HelpFormatter
+    )
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="data and models")
-    parser.add_argument("--length", type=length_range, default=WorkUnit().length)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--length", type=length_range, default=WorkUnit().length, metavar="N|LO-HI", help="points"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="data and model seed")
     add_baseline_flags(parser)
     add_results_flag(parser)
     child = parser.add_argument_group("subprocess mode (internal)")
-    child.add_argument("--child", choices=["gluonts", "single-record"], help=argparse.SUPPRESS)
+    child.add_argument(
+        "--child", choices=["prepare", "gluonts", "single-record"], help=argparse.SUPPRESS
+    )
+    child.add_argument("--cardinality", type=int_list, default=[], help=argparse.SUPPRESS)
+    child.add_argument("--dynamic-feat", type=int, default=0, help=argparse.SUPPRESS)
     child.add_argument("--input", type=Path, help=argparse.SUPPRESS)
     child.add_argument("--series", type=count, help=argparse.SUPPRESS)
     child.add_argument("--sweep-series", type=count, help=argparse.SUPPRESS)
@@ -494,6 +531,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     child.add_argument("--model", type=Path, help=argparse.SUPPRESS)
     child.add_argument("--freq", default="H", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child == "prepare":
+        _prepare_child(args)
+        return 0
     if args.child == "gluonts":
         _gluonts_child(args)
         return 0

@@ -30,6 +30,7 @@ from batchcast.forecast.config import InferenceConfig
 __all__ = [
     "REPO",
     "RESULTS_MD",
+    "HelpFormatter",
     "WorkUnit",
     "add_results_flag",
     "append_results",
@@ -117,6 +118,10 @@ def length_range(text: str) -> tuple[int, int]:
     return bounds
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the module docstring's layout and shows every flag's default."""
+
+
 def add_results_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--append-results",
@@ -125,7 +130,7 @@ def add_results_flag(parser: argparse.ArgumentParser) -> None:
         default=None,
         type=Path,
         metavar="FILE",
-        help=f"append one table row per case to FILE (default {RESULTS_MD.relative_to(REPO)})",
+        help=f"append one table row per case to FILE ({RESULTS_MD.relative_to(REPO)} if no FILE)",
     )
 
 

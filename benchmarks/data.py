@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from batchcast.synthetic import synthetic_records, write_jsonl
-from benchmarks.common import count, int_list, length_range
+from benchmarks.common import HelpFormatter, count, int_list, length_range
 
 __all__ = ["DataSpec", "ensure_jsonl", "write"]
 
@@ -93,27 +93,31 @@ def ensure_jsonl(spec: DataSpec, folder: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.data", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.data", description=__doc__, formatter_class=HelpFormatter
+    )
     parser.add_argument("--series", type=count, required=True, help="number of series (10k, 1M)")
-    parser.add_argument("--freq", default="H", help="SageMaker time_freq (default H)")
-    parser.add_argument("--length", type=length_range, default=(900, 1100), metavar="N|LO-HI")
+    parser.add_argument("--freq", default="H", help="SageMaker time_freq")
+    parser.add_argument(
+        "--length", type=length_range, default=(900, 1100), metavar="N|LO-HI", help="points"
+    )
     parser.add_argument(
         "--cardinality",
         type=int_list,
         default=[],
         metavar="C1,C2",
-        help="one cat feature per entry (default none)",
+        help="one cat feature per entry",
     )
     parser.add_argument("--dynamic-feat", type=int, default=0, help="dynamic features per record")
     parser.add_argument(
         "--future-length",
         type=int,
         default=None,
-        help="dynamic-feature points past the target (default 24 with --dynamic-feat, else 0)",
+        help="dynamic-feature points past the target (None: 24 with --dynamic-feat, else 0)",
     )
     parser.add_argument("--nan-fraction", type=float, default=0.0, help='share of "NaN" points')
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--out", type=Path, required=True, help="the .jsonl file to write")
     args = parser.parse_args(argv)
     future = args.future_length
     if future is None:

@@ -11,10 +11,11 @@ worker count (``--workers``, default 1 .. cores), one ``batchcast.api.transform`
   shard result;
 * ``driver_peak_rss_mb``: this process's VmHWM over the job (reset before it through
   ``/proc/self/clear_refs``; exact);
-* ``worker_peak_rss_mb`` (max) and ``workers_peak_rss_mb_sum``: the VmHWM of every
-  ``ray::ModelWorker`` process below this driver, read every ``--rss-interval`` seconds
-  while the job runs (the actors exit when it ends, so growth in the last interval can be
-  missed). Ray's own daemons (raylet, GCS, object-store shared memory) are not counted;
+* ``worker_peak_rss_mb`` (max) and ``workers_peak_rss_mb_sum``: the VmHWM of every model
+  worker process of the job (found by its actor names, asked for its ``pid()``), read every
+  ``--rss-interval`` seconds while the job runs (the actors exit when it ends, so growth in
+  the last interval can be missed). Ray's own daemons (raylet, GCS, object-store shared
+  memory) are not counted;
 * ratios: to the tuned GluonTS baseline and the single-record baseline (see
   ``benchmarks.baselines``; same weights, run first, on the first ``--baseline-series``
   lines of the smallest input) and to 1 worker on the same input.
@@ -51,6 +52,7 @@ from benchmarks.baselines import (
 )
 from benchmarks.baselines import describe as describe_baseline
 from benchmarks.common import (
+    HelpFormatter,
     WorkUnit,
     add_results_flag,
     append_results,
@@ -63,19 +65,19 @@ from benchmarks.common import (
 from benchmarks.data import DataSpec, ensure_jsonl
 
 BENCHMARK = "end_to_end"
-WORKER_TITLE = b"ray::ModelWorker"  # Ray's process title for the actor (and its method calls)
 
 
 class WorkerPeaks:
-    """Samples the peak RSS (VmHWM) of the ModelWorker processes below this driver.
+    """Samples the peak RSS (VmHWM) of one job's model workers while it runs.
 
-    Ray's local cluster is this process's child (raylet) and the actors are the raylet's
-    children. A full ``/proc`` scan runs only until ``expected`` workers are known (or one of
-    them is gone); otherwise each sample reads just their ``status`` files.
+    The workers are found by the job's actor names
+    (:func:`batchcast.runner.driver.worker_actor_names`) and asked for their ``pid()``; then
+    each sample reads their ``/proc/<pid>/status``. A worker that is gone (ended, or restarted
+    as a new process) is looked up again.
     """
 
-    def __init__(self, expected: int, interval: float) -> None:
-        self.expected, self.interval = expected, interval
+    def __init__(self, job_name: str, expected: int, interval: float) -> None:
+        self.job_name, self.expected, self.interval = job_name, expected, interval
         self.peaks: dict[int, float] = {}
         self._alive: set[int] = set()
         self._stop = threading.Event()
@@ -91,43 +93,35 @@ class WorkerPeaks:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            self.sample()
-
-    def sample(self) -> None:
-        if len(self._alive) < self.expected:
-            self._alive |= _descendants_titled(os.getpid(), WORKER_TITLE)
-        for pid in list(self._alive):
-            peak = peak_rss_mb(pid)
-            if peak is None:  # the actor ended (or was restarted as a new process)
-                self._alive.discard(pid)
-                continue
-            self.peaks[pid] = max(peak, self.peaks.get(pid, 0.0))
+            if len(self._alive) < self.expected:
+                self._alive |= _worker_pids(self.job_name)
+            for pid in list(self._alive):
+                peak = peak_rss_mb(pid)
+                if peak is None:  # the process is gone
+                    self._alive.discard(pid)
+                    continue
+                self.peaks[pid] = max(peak, self.peaks.get(pid, 0.0))
 
 
-def _descendants_titled(root: int, title: bytes) -> set[int]:
-    """Processes below ``root`` whose command line (Ray's process title) starts with ``title``."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+def _worker_pids(job_name: str) -> set[int]:
+    """The process ids of the job's live model workers (on this machine's Ray)."""
+    import ray
+    from ray.exceptions import GetTimeoutError, RayError
+
+    from batchcast.runner.driver import ACTOR_NAMESPACE, worker_actor_names
+
+    pids: set[int] = set()
+    for name in worker_actor_names(job_name):
         try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
+            actor = ray.get_actor(name, namespace=ACTOR_NAMESPACE)
+            # Queued behind the shards it holds: at worst a few seconds late, and VmHWM keeps
+            # the peak reached meanwhile.
+            pid: object = ray.get(actor.pid.remote(), timeout=60)
+        except (ValueError, RayError, GetTimeoutError):  # not (or no longer) there
             continue
-        ppid = int(stat[stat.rfind(b")") + 2 :].split()[1])  # the field after the state
-        children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = set(), [root]
-    while todo:
-        for pid in children.get(todo.pop(), []):
-            todo.append(pid)
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    if f.read(len(title)) == title:
-                        found.add(pid)
-            except OSError:
-                continue
-    return found
+        if isinstance(pid, int):
+            pids.add(pid)
+    return pids
 
 
 def _start_ray(address: str | None) -> float:
@@ -135,8 +129,10 @@ def _start_ray(address: str | None) -> float:
 
     started = time.perf_counter()
     # As batchcast's driver starts it (batchcast.runner.driver), but never attaching to a
-    # cluster some other process started on this machine unless told to.
-    ray.init(address=address or "local", logging_level=logging.WARNING, log_to_driver=True)
+    # cluster some other process started on this machine (/tmp/ray/ray_current_cluster)
+    # unless told to.
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
     return time.perf_counter() - started
 
 
@@ -145,10 +141,11 @@ def _run_case(
     input_path: Path,
     out: Path,
     *,
+    name: str,
     workers: int,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
-    """One transform; its measurements."""
+    """One transform (job ``name``); its measurements."""
     from batchcast.api import transform
 
     if out.exists():
@@ -157,8 +154,8 @@ def _run_case(
     if args.shard_mb:
         options["shard_mb"] = args.shard_mb
     reset_peak_rss()
-    with WorkerPeaks(workers, args.rss_interval) as peaks:
-        summary = transform(str(model_dir), str(input_path), str(out), **options)
+    with WorkerPeaks(name, workers, args.rss_interval) as peaks:
+        summary = transform(str(model_dir), str(input_path), str(out), name=name, **options)
     driver_peak = peak_rss_mb()
     if not summary.ok:
         raise RuntimeError(f"{input_path}: transform {summary.status}: {summary.errors[:3]}")
@@ -214,7 +211,9 @@ def describe(record: Mapping[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.end_to_end", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.end_to_end", description=__doc__, formatter_class=HelpFormatter
+    )
     parser.add_argument(
         "--sizes", type=int_list, default=[10_000], help="input sizes in series (10k,100k,1M)"
     )
@@ -222,22 +221,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--workers",
         type=int_list,
         default=list(range(1, (os.cpu_count() or 1) + 1)),
-        help="worker counts to sweep (default 1 .. cores)",
+        help="worker counts to sweep (1 .. cores)",
     )
     parser.add_argument("--repeats", type=int, default=1, help="runs per case (median reported)")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="data, models, out")
-    parser.add_argument("--keep-outputs", action="store_true")
-    parser.add_argument("--shard-mb", type=float, default=None, help="default: batchcast's")
+    parser.add_argument("--keep-outputs", action="store_true", help="keep the .out files")
+    parser.add_argument(
+        "--shard-mb", type=float, default=None, help="shard size (None: batchcast's default)"
+    )
     parser.add_argument("--rss-interval", type=float, default=0.5, help="worker RSS sampling (s)")
-    parser.add_argument("--ray-address", default=None, help="default: RAY_ADDRESS, else local")
-    parser.add_argument("--warmup-series", type=int, default=200)
+    parser.add_argument(
+        "--ray-address", default=None, help="None: RAY_ADDRESS, else a new local Ray"
+    )
+    parser.add_argument(
+        "--warmup-series", type=int, default=200, help="size of the untimed warm-up transform"
+    )
     data = parser.add_argument_group("input data")
-    data.add_argument("--length", type=length_range, default=WorkUnit().length, metavar="N|LO-HI")
-    data.add_argument("--nan-fraction", type=float, default=0.0)
-    data.add_argument("--cardinality", type=int_list, default=[], metavar="C1,C2")
-    data.add_argument("--dynamic-feat", type=int, default=0)
-    data.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-baselines", action="store_true")
+    data.add_argument(
+        "--length", type=length_range, default=WorkUnit().length, metavar="N|LO-HI", help="points"
+    )
+    data.add_argument("--nan-fraction", type=float, default=0.0, help='share of "NaN" points')
+    data.add_argument(
+        "--cardinality", type=int_list, default=[], metavar="C1,C2", help="cat features"
+    )
+    data.add_argument("--dynamic-feat", type=int, default=0, help="dynamic features")
+    data.add_argument("--seed", type=int, default=0, help="data and model seed")
+    parser.add_argument("--no-baselines", action="store_true", help="batchcast only")
     add_baseline_flags(parser)
     add_results_flag(parser)
     args = parser.parse_args(argv)
@@ -281,8 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ray_init_s = _start_ray(args.ray_address)
     started = time.perf_counter()
-    warm_out = args.workdir / "out" / "warmup"
-    _run_case(models.model_dir, warmup, warm_out, workers=max(args.workers), args=args)
+    warm_out, most = args.workdir / "out" / "warmup", max(args.workers)
+    _run_case(models.model_dir, warmup, warm_out, name="bench-warmup", workers=most, args=args)
     records.append(
         emit(
             BENCHMARK,
@@ -297,16 +306,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     by_case: dict[tuple[int, int], dict[str, Any]] = {}
     for n in sizes:
-        for workers in args.workers:
+        for workers in sorted(set(args.workers)):
             runs = [
                 _run_case(
                     models.model_dir,
                     inputs[n],
                     args.workdir / "out" / f"n{n}-w{workers}",
+                    name=f"bench-n{n}-w{workers}-r{repeat}",
                     workers=workers,
                     args=args,
                 )
-                for _ in range(args.repeats)
+                for repeat in range(args.repeats)
             ]
             result = min(runs, key=lambda r: abs(r["series_per_s"] - _median_rate(runs)))
             fields: dict[str, Any] = {"size": n, "workers": workers, **result}

@@ -18,7 +18,7 @@ the default work unit, in memory (no JSON, no Ray), and reports per case:
 Timed runs follow an untimed warm-up per case; the median of ``--repeats`` is reported (CUDA:
 ``torch.cuda.synchronize()`` around every timing).
 
-    python -m benchmarks.sampling            # ~2-3 minutes on 2 cores
+    python -m benchmarks.sampling            # about 1-2 minutes on 2 cores
     python -m benchmarks.sampling --device cuda --series-per-step 64,256,1024,4096
 """
 
@@ -42,6 +42,7 @@ from batchcast.forecast.series import SeriesBatch
 from batchcast.forecast.train import make_spec
 from batchcast.io.records import RecordContract, decode_records
 from benchmarks.common import (
+    HelpFormatter,
     WorkUnit,
     add_results_flag,
     append_results,
@@ -162,7 +163,9 @@ def describe(record: Mapping[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.sampling", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.sampling", description=__doc__, formatter_class=HelpFormatter
+    )
     parser.add_argument(
         "--series-per-step",
         type=int_list,
@@ -177,13 +180,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="at most this many steps' worth of series per run (keeps small batches short)",
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per case (median)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     parser.add_argument("--model", type=str, default=None, help="a batchcast model folder")
-    parser.add_argument("--num-samples", type=int, default=WorkUnit().num_samples)
-    parser.add_argument("--length", type=length_range, default=WorkUnit().length)
+    parser.add_argument(
+        "--num-samples", type=int, default=WorkUnit().num_samples, help="paths per series"
+    )
+    parser.add_argument(
+        "--length", type=length_range, default=WorkUnit().length, metavar="N|LO-HI", help="points"
+    )
     parser.add_argument("--mm-seconds", type=float, default=0.3, help="per matmul-rate reading")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="data, weights and sampling seed")
     add_results_flag(parser)
     args = parser.parse_args(argv)
 
@@ -241,6 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sample_paths(model, **tensors, num_samples=s, generator=generator)
 
         reset_peak_rss()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         forecast(  # warm-up: allocator, kernels, first-call paths
             model,
             sub.slice(0, min(sub.num_series, per_step)),
@@ -277,7 +286,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "fraction_of_floor": series_per_s / floor,
                     "sampler_fraction_of_floor": sampler_per_s / floor,
                     "fraction_of_peak_floor": series_per_s * flops / peak_rate,
-                    "peak_rss_mb": peak_rss_mb() if device.type == "cpu" else None,
+                    "peak_rss_mb": peak_rss_mb(),
+                    "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2**20
+                    if device.type == "cuda"
+                    else None,
                     "work_unit": unit.describe(),
                     "model": args.model or "initial weights",
                 },
