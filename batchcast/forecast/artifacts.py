@@ -23,10 +23,11 @@ from typing import Any
 
 import orjson
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from batchcast.errors import ConfigError, ModelError
+from batchcast.errors import ModelError
 from batchcast.forecast.config import ModelSpec
 from batchcast.forecast.model import DeepAR
 
@@ -122,22 +123,29 @@ def save_model(
     return uri
 
 
+def _untar(raw: bytes) -> dict[str, bytes]:
+    files: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:gz") as tar:
+        for member in tar.getmembers():
+            name = os.path.basename(member.name)
+            # Only the two known regular files are read; nothing is extracted to disk.
+            if member.isfile() and name in (CONFIG_NAME, WEIGHTS_NAME):
+                extracted = tar.extractfile(member)
+                assert extracted is not None  # isfile() members always extract
+                files[name] = extracted.read()
+    return files
+
+
 def _read_files(uri: str) -> dict[str, bytes]:
     if uri.endswith((".tar.gz", ".tgz")):
         try:
             raw = _read_bytes(uri)
-        except FileNotFoundError as err:
-            raise ModelError(f"no model at {uri}") from err
-        files: dict[str, bytes] = {}
-        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:gz") as tar:
-            for member in tar.getmembers():
-                name = os.path.basename(member.name)
-                # Only the two known regular files are read; nothing is extracted to disk.
-                if member.isfile() and name in (CONFIG_NAME, WEIGHTS_NAME):
-                    extracted = tar.extractfile(member)
-                    assert extracted is not None  # isfile() members always extract
-                    files[name] = extracted.read()
-        return files
+        except OSError as err:  # smart_open raises a plain OSError for a missing S3 key
+            raise ModelError(f"no model at {uri}: {err}") from err
+        try:
+            return _untar(raw)
+        except (tarfile.TarError, EOFError, OSError) as err:
+            raise ModelError(f"{uri} is not a readable .tar.gz: {err}") from err
     base = uri.rstrip("/")
     files = {}
     for name in (CONFIG_NAME, WEIGHTS_NAME):
@@ -176,12 +184,12 @@ def load_model(uri: str, *, device: str | torch.device = "cpu") -> LoadedModel:
         )
     try:
         spec = ModelSpec.from_dict(config["spec"])
-    except (ConfigError, KeyError, TypeError) as err:
+        model = DeepAR(spec)
+    except (KeyError, TypeError, ValueError) as err:  # ConfigError is a ValueError
         raise ModelError(f"{uri}: invalid model spec: {err}") from err
-    model = DeepAR(spec)
     try:
         model.load_state_dict(load_safetensors(files[WEIGHTS_NAME]))
-    except (RuntimeError, ValueError) as err:  # shape mismatch, or a corrupt file
+    except (RuntimeError, ValueError, SafetensorError) as err:  # shape mismatch, corrupt file
         raise ModelError(f"{uri}: weights do not match the model spec: {err}") from err
     model.to(device).eval()
     return LoadedModel(

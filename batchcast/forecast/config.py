@@ -312,6 +312,14 @@ class ModelSpec:
         _as_int("prediction_length", self.prediction_length)
         if not self.lags or min(self.lags) < 1 or list(self.lags) != sorted(set(self.lags)):
             raise ConfigError(f"lags must be ascending distinct integers >= 1, got {self.lags}")
+        for name in ("num_cells", "num_layers"):
+            _as_int(name, getattr(self, name))
+        for c in (*self.cardinality, *self.embedding_dims):
+            _as_int("cardinality and embedding_dims entries", c)
+        _as_int("num_dynamic_feat", self.num_dynamic_feat, minimum=0)
+        _as_int("num_time_features", self.num_time_features, minimum=0)
+        if not 0.0 <= self.dropout_rate < 1.0:
+            raise ConfigError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
         if len(self.cardinality) != len(self.embedding_dims):
             raise ConfigError(
                 f"embedding_dims must have one entry per cardinality, got {self.embedding_dims} "
@@ -361,7 +369,7 @@ class ModelSpec:
         kwargs = dict(data)
         for key in ("lags", "cardinality", "embedding_dims"):
             if key in kwargs:
-                kwargs[key] = tuple(int(v) for v in kwargs[key])
+                kwargs[key] = tuple(_as_int(f"{key} entries", v, minimum=0) for v in kwargs[key])
         return cls(**kwargs)
 
 
@@ -397,8 +405,11 @@ class InferenceConfig:
             )
         if "quantiles" in self.output_types and not self.quantiles:
             raise ConfigError("quantiles must not be empty when output_types has 'quantiles'")
-        for q in self.quantiles:
-            _quantile_key("quantiles", q)
+        keys = tuple(_quantile_key("quantiles", q) for q in self.quantiles)
+        if len(set(keys)) != len(keys):
+            raise ConfigError(f"quantiles must not repeat a key, got {list(keys)}")
+        # Numbers given directly become their output keys (JSON object keys are strings).
+        object.__setattr__(self, "quantiles", keys)
 
     @property
     def quantile_levels(self) -> tuple[float, ...]:

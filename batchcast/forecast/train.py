@@ -28,7 +28,14 @@ from batchcast.forecast.model import DeepAR
 from batchcast.forecast.sampling import forecast
 from batchcast.forecast.series import SeriesBatch
 
-__all__ = ["EpochReport", "TrainResult", "evaluate", "make_spec", "train_model"]
+__all__ = [
+    "EpochReport",
+    "TrainResult",
+    "evaluate",
+    "make_spec",
+    "quantile_metrics",
+    "train_model",
+]
 
 GRADIENT_CLIP = 10.0
 

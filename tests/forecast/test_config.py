@@ -151,7 +151,7 @@ def test_valid_hyperparameter(name: str, value: Any, expected: Any) -> None:
         ("early_stopping_patience", "soon", "'soon'"),
         ("test_quantiles", "[0, 0.5]", "0.0"),
         ("test_quantiles", "[0.5, 1]", "1.0"),
-        ("test_quantiles", "[0.5, \"x\"]", "'x'"),
+        ("test_quantiles", '[0.5, "x"]', "'x'"),
         ("test_quantiles", "abc", "'abc'"),
         ("test_quantiles", "[]", "empty"),
     ],
@@ -273,7 +273,7 @@ def test_inference_partial_keeps_other_defaults() -> None:
 
 @pytest.mark.parametrize("text", ["{", "num_samples=5", "[1, 2]", '"x"', "5"])
 def test_inference_from_json_rejects_non_objects(text: str) -> None:
-    with pytest.raises(ConfigError, match="DEEPAR_INFERENCE_CONFIG|JSON object"):
+    with pytest.raises(ConfigError, match=r"DEEPAR_INFERENCE_CONFIG|JSON object"):
         InferenceConfig.from_json(text)
 
 

@@ -66,8 +66,7 @@ REFERENCE_LAGS = {
     "min": "1-7, 58-62, 118-122, 178-182",
     "5min": "1-7, 10-14, 22-26, 34-38, 287-289, 575-577, 863-865, 1151-1153",
     "15min": "1-14, 95-97, 191-193, 287-289, 383-385, 479-481, 575-577, 671-673",
-    "30min": "1-8, 47-49, 95-97, 143-145, 191-193, 239-241, 287-289, 335-337, 671-673, "
-    "1007-1009",
+    "30min": "1-8, 47-49, 95-97, 143-145, 191-193, 239-241, 287-289, 335-337, 671-673, 1007-1009",
 }
 REFERENCE_COUNTS = {
     "H": (40, 721),
@@ -155,9 +154,11 @@ def _gluonts_time_features(start: pd.Timestamp, freq: str, periods: int) -> np.n
 )
 def test_time_features_equal_gluonts_on_random_starts(freq: str) -> None:
     rng = np.random.default_rng(sum(map(ord, freq)))
-    # Random starts over 1990-2039, to the second, plus the calendar edges.
+    # Random starts over 1990-2039, to the second, plus calendar edges (before 1970 too).
     seconds = list(rng.integers(_seconds("1990-01-01"), _seconds("2040-01-01"), size=12))
-    seconds += [_seconds(s) for s in ("2020-12-31 23:59:59", "2021-01-01", "2020-02-29 12:34:56")]
+    edges = ("2020-12-31 23:59:59", "2021-01-01", "2020-02-29 12:34:56", "1969-12-31 23:59:59",
+             "1960-02-29 06:07:08")  # fmt: skip
+    seconds += [_seconds(s) for s in edges]
     for second in seconds:
         start = pd.Timestamp(int(second), unit="s")
         ours = _ours(str(start), freq, 80)
@@ -214,14 +215,14 @@ def test_time_features_range() -> None:
     index = np.arange(0, 200_000, 7)
     for freq in ("min", "H", "D", "W", "M"):
         values = time_features(index, freq)
-        assert values.min() >= -0.5 and values.max() <= 0.5
-        assert values.min() == -0.5 and values.max() == 0.5  # the whole range is reached
+        assert values.min() >= -0.5
+        assert values.max() <= 0.5
+        assert values.min() == -0.5
+        assert values.max() == 0.5
 
 
 def test_age_feature() -> None:
-    np.testing.assert_allclose(
-        age_feature(np.arange(5)), np.log10(2.0 + np.arange(5)), rtol=1e-6
-    )
+    np.testing.assert_allclose(age_feature(np.arange(5)), np.log10(2.0 + np.arange(5)), rtol=1e-6)
     assert age_feature(np.arange(3)).dtype == np.float32
 
 
@@ -265,14 +266,16 @@ def test_long_arange_target() -> None:
     np.testing.assert_array_equal(w.covariates[0, :, :4], _time_rows("2021-03-01", rows))
     np.testing.assert_allclose(w.covariates[0, :, 4], np.log10(2.0 + rows), rtol=1e-6)
     assert w.cat.shape == (1, 0)
-    assert w.future_target is None and w.future_observed is None
+    assert w.future_target is None
+    assert w.future_observed is None
 
 
 def test_short_target_is_left_padded() -> None:
     w = _one([0.0, 1.0, 2.0, 3.0])
     np.testing.assert_array_equal(w.past_target, [[DUMMY, DUMMY, 0, 1, 2, 3]])
     np.testing.assert_array_equal(w.past_observed, [[0, 0, 1, 1, 1, 1]])
-    assert w.past_target.dtype == np.float32 and w.past_observed.dtype == np.float32
+    assert w.past_target.dtype == np.float32
+    assert w.past_observed.dtype == np.float32
 
 
 def test_nan_is_unobserved_and_holds_the_dummy() -> None:
@@ -306,9 +309,7 @@ def test_split_points_and_future() -> None:
         start=[_seconds("2021-03-01"), _seconds("2021-03-02")],
         targets=[np.arange(10.0), np.arange(100.0, 110.0)],
     )
-    w = build_windows(
-        batch, _spec(), split=np.array([5, 9]), dummy_value=DUMMY, with_future=True
-    )
+    w = build_windows(batch, _spec(), split=np.array([5, 9]), dummy_value=DUMMY, with_future=True)
     np.testing.assert_array_equal(
         w.past_target, [[DUMMY, 0, 1, 2, 3, 4], [103, 104, 105, 106, 107, 108]]
     )

@@ -126,12 +126,8 @@ def test_domain_map_keeps_leading_dims(name: str) -> None:
 # nll against torch.distributions (float64 so the comparison is tight)
 
 
-def _grid(seed: int, n: int = 64) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
 def test_student_t_nll() -> None:
-    g = _grid(1)
+    g = torch.Generator().manual_seed(1)
     df = 2.1 + 20 * torch.rand(64, generator=g, dtype=torch.float64)
     loc = torch.randn(64, generator=g, dtype=torch.float64)
     sigma = 0.05 + 3 * torch.rand(64, generator=g, dtype=torch.float64)
@@ -143,7 +139,7 @@ def test_student_t_nll() -> None:
 
 
 def test_gaussian_nll() -> None:
-    g = _grid(2)
+    g = torch.Generator().manual_seed(2)
     loc = torch.randn(64, generator=g, dtype=torch.float64)
     sigma = 0.05 + 3 * torch.rand(64, generator=g, dtype=torch.float64)
     scale = 0.01 + 100 * torch.rand(64, generator=g, dtype=torch.float64)
@@ -154,7 +150,7 @@ def test_gaussian_nll() -> None:
 
 
 def test_negative_binomial_nll() -> None:
-    g = _grid(3)
+    g = torch.Generator().manual_seed(3)
     r = 0.1 + 10 * torch.rand(64, generator=g, dtype=torch.float64)
     logits = 2 * torch.randn(64, generator=g, dtype=torch.float64)
     scale = 0.1 + 30 * torch.rand(64, generator=g, dtype=torch.float64)
@@ -165,7 +161,7 @@ def test_negative_binomial_nll() -> None:
 
 
 def test_beta_nll() -> None:
-    g = _grid(4)
+    g = torch.Generator().manual_seed(4)
     a = 0.2 + 10 * torch.rand(64, generator=g, dtype=torch.float64)
     b = 0.2 + 10 * torch.rand(64, generator=g, dtype=torch.float64)
     y = 0.01 + 0.98 * torch.rand(64, generator=g, dtype=torch.float64)
@@ -181,9 +177,7 @@ def test_deterministic_nll_is_l1_in_scaled_units() -> None:
     scale = torch.tensor([2.0, 10.0, 4.0], dtype=torch.float64)
     # |4/2 - 1| = 1, |-2/10 + 2| = 1.8, |0/4 - 0.5| = 0.5
     expected = torch.tensor([1.0, 1.8, 0.5], dtype=torch.float64)
-    torch.testing.assert_close(
-        get_likelihood("deterministic-L1").nll(params, y, scale), expected
-    )
+    torch.testing.assert_close(get_likelihood("deterministic-L1").nll(params, y, scale), expected)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,7 +232,8 @@ def test_beta_moments_ignore_the_scale() -> None:
     a, b = 2.0, 5.0
     mean, variance = a / (a + b), a * b / ((a + b) ** 2 * (a + b + 1))
     draws = _draw("beta", [a, b], 10.0)  # beta is unscaled: the scale must not matter
-    assert (draws >= 0).all() and (draws <= 1).all()
+    assert (draws >= 0).all()
+    assert (draws <= 1).all()
     # SE(mean) = sqrt(0.0255 / N) = 0.00036 -> 0.002 (~6 SE); SE(var)/var ~ 0.003 -> 2%.
     _check_moments(draws, mean, variance, mean_tol=0.002, var_rel=0.02)
 

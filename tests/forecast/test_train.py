@@ -1,0 +1,347 @@
+"""Training: the loop learns, is deterministic, stops early; SageMaker's test metrics.
+
+Everything is tiny (8-16 LSTM cells, one layer, a few epochs of a few mini-batches) so the
+whole module runs in seconds; the one CLI run is a real subprocess.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+import torch
+
+from batchcast.api import METRICS_NAME
+from batchcast.api import train as api_train
+from batchcast.errors import ConfigError
+from batchcast.forecast import (
+    DeepAR,
+    DeepARConfig,
+    InferenceConfig,
+    SeriesBatch,
+    build_windows,
+    forecast,
+    load_model,
+)
+from batchcast.forecast.train import EpochReport, evaluate, quantile_metrics, train_model
+from batchcast.synthetic import synthetic_records, write_jsonl
+
+C, P = 12, 6
+
+
+def _config(**overrides: Any) -> DeepARConfig:
+    fields: dict[str, Any] = {
+        "time_freq": "H",
+        "context_length": C,
+        "prediction_length": P,
+        "epochs": 2,
+        "num_cells": 8,
+        "num_layers": 1,
+        "mini_batch_size": 8,
+        "learning_rate": 1e-2,
+    }
+    return DeepARConfig(**{**fields, **overrides})
+
+
+def _sines(n: int = 16, length: int = 120, *, seed: int = 0) -> SeriesBatch:
+    rng = np.random.default_rng(seed)
+    t = np.arange(length)
+    targets = [
+        10 + (i % 5) + 4 * np.sin(2 * np.pi * (t + 3 * i) / 24) + 0.5 * rng.normal(size=length)
+        for i in range(n)
+    ]
+    return SeriesBatch.from_lists(start=[3600 * i for i in range(n)], targets=targets)
+
+
+@pytest.fixture(scope="module")
+def data() -> SeriesBatch:
+    return _sines()
+
+
+def _fixed_window_loss(model: DeepAR, batch: SeriesBatch) -> float:
+    """The training loss on fixed windows (every series cut 20 points before its end)."""
+    windows = build_windows(
+        batch, model.spec, split=batch.lengths - 20, with_future=True, dummy_value=0.0
+    )
+    arrays = (
+        windows.past_target,
+        windows.past_observed,
+        windows.covariates,
+        windows.cat,
+        windows.future_target,
+        windows.future_observed,
+    )
+    with torch.no_grad():
+        return float(model.loss(*(torch.from_numpy(a) for a in arrays)))  # type: ignore[arg-type]
+
+
+def _same_weights(a: DeepAR, b: DeepAR) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+def test_loss_decreases(data: SeriesBatch) -> None:
+    short = train_model(_config(epochs=1, num_cells=16), data, seed=0)
+    long = train_model(_config(epochs=15, num_cells=16), data, seed=0)
+    assert len(long.losses) == 15
+    assert all(math.isfinite(x) for x in long.losses)
+    # same seed: the long run starts exactly where the short one did
+    assert long.losses[0] == short.losses[0]
+    assert np.mean(long.losses[-3:]) < np.mean(long.losses[:3]) - 0.3
+    assert _fixed_window_loss(long.model, data) < _fixed_window_loss(short.model, data) - 0.3
+
+
+def test_same_seed_same_weights_different_seed_different(data: SeriesBatch) -> None:
+    config = _config(epochs=2)
+    a = train_model(config, data, seed=1)
+    b = train_model(config, data, seed=1)
+    c = train_model(config, data, seed=2)
+    assert _same_weights(a.model, b.model)
+    assert a.losses == b.losses
+    assert not _same_weights(a.model, c.model)
+    assert not a.model.training  # handed back in eval mode
+
+
+def test_epoch_reports(data: SeriesBatch) -> None:
+    reports: list[EpochReport] = []
+    result = train_model(_config(epochs=3), data, seed=0, on_epoch=reports.append)
+    assert [r.epoch for r in reports] == [1, 2, 3]
+    assert all(r.epochs == 3 for r in reports)
+    assert [r.loss for r in reports] == result.losses
+    best = [r.loss < min(result.losses[: r.epoch - 1], default=math.inf) for r in reports]
+    assert [r.best for r in reports] == best
+
+
+def test_early_stopping_stops_and_keeps_the_best(data: SeriesBatch) -> None:
+    # A learning rate far too large: the loss stops improving within a few epochs.
+    config = _config(epochs=30, learning_rate=1.0, early_stopping_patience=2)
+    result = train_model(config, data, seed=0)
+    losses = result.losses
+    assert len(losses) < 30  # it stopped
+    assert result.best_epoch == int(np.argmin(losses)) + 1
+    assert len(losses) == result.best_epoch + 2  # exactly `patience` epochs without progress
+    # The weights handed back are the best epoch's: a run of exactly best_epoch epochs (same
+    # seed, same draws) ends with the same weights.
+    replay = train_model(_config(epochs=result.best_epoch, learning_rate=1.0), data, seed=0)
+    assert replay.losses == losses[: result.best_epoch]
+    assert _same_weights(result.model, replay.model)
+
+
+def test_patience_keeps_the_best_even_without_stopping(data: SeriesBatch) -> None:
+    # lr 1.0: the best of 4 epochs is an early one. With a patience that never runs out the
+    # best weights still come back; without early stopping the last epoch's weights do.
+    patient = train_model(
+        _config(epochs=4, learning_rate=1.0, early_stopping_patience=10), data, seed=0
+    )
+    plain = train_model(_config(epochs=4, learning_rate=1.0), data, seed=0)
+    assert len(patient.losses) == 4
+    assert patient.losses == plain.losses
+    assert patient.best_epoch < 4  # otherwise this test shows nothing
+    best = train_model(_config(epochs=patient.best_epoch, learning_rate=1.0), data, seed=0)
+    assert _same_weights(patient.model, best.model)
+    assert not _same_weights(plain.model, best.model)
+
+
+def test_no_series_long_enough(data: SeriesBatch) -> None:
+    short = SeriesBatch.from_lists(start=[0, 0], targets=[np.ones(P), np.ones(3)])
+    with pytest.raises(ConfigError, match=f"prediction_length={P}"):
+        train_model(_config(), short)
+
+
+def _data_for(likelihood: str) -> SeriesBatch:
+    batch = _sines(8, 60, seed=1)
+    values = [batch.series(b) for b in range(batch.num_series)]
+    if likelihood == "beta":
+        values = [1 / (1 + np.exp(-(v - 12) / 3)) for v in values]  # proportions in (0, 1)
+    elif likelihood == "negative-binomial":
+        values = [np.round(v) for v in values]  # counts
+    values[0] = values[0].copy()
+    values[0][[3, 30, 50]] = np.nan
+    return SeriesBatch.from_lists(start=batch.start, targets=values)
+
+
+@pytest.mark.parametrize(
+    "likelihood", ["student-T", "gaussian", "negative-binomial", "beta", "deterministic-L1"]
+)
+def test_every_likelihood_trains(likelihood: str) -> None:
+    result = train_model(
+        _config(epochs=1, likelihood=likelihood, num_layers=2, dropout_rate=0.1),
+        _data_for(likelihood),
+        seed=0,
+    )
+    assert len(result.losses) == 1
+    assert math.isfinite(result.losses[0])
+    assert result.model.spec.likelihood == likelihood
+    assert all(torch.isfinite(v).all() for v in result.model.state_dict().values())
+
+
+def test_categorical_and_dynamic_features_train() -> None:
+    base = _sines(8, 60, seed=2)
+    rng = np.random.default_rng(0)
+    dynamic = [rng.normal(size=(60, 2)) for _ in range(8)]
+    batch = SeriesBatch.from_lists(
+        start=base.start,
+        targets=[base.series(b) for b in range(8)],
+        cat=[[b % 3] for b in range(8)],
+        dynamic=dynamic,
+        num_dynamic_feat=2,
+    )
+    result = train_model(
+        _config(epochs=1, embedding_dimension=3), batch, cardinality=(3,), num_dynamic_feat=2
+    )
+    spec = result.model.spec
+    assert (spec.cardinality, spec.embedding_dims, spec.num_dynamic_feat) == ((3,), (3,), 2)
+    assert math.isfinite(result.losses[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Test metrics
+
+
+def test_quantile_metrics_by_hand() -> None:
+    nan = float("nan")
+    actual = np.array([[1.0, 2.0], [3.0, nan]])  # the NaN is left out everywhere
+    mean = np.array([[2.0, 2.0], [1.0, 5.0]])
+    # (B, Q, P) for levels 0.5 and 0.9
+    quantiles = np.array([[[0.0, 2.0], [3.0, 1.0]], [[4.0, 100.0], [3.0, -7.0]]])
+    metrics = quantile_metrics(actual, mean, quantiles, (0.5, 0.9))
+    # RMSE: errors 1, 0, 2 -> sqrt(5 / 3)
+    assert metrics["test:RMSE"] == pytest.approx(math.sqrt(5 / 3))
+    # sum |y| = 6. q=0.5: pinball 0.5*1 + 0 + 0.5*1 = 1 -> 2 * 1 / 6
+    assert metrics["test:wQuantileLoss[0.5]"] == pytest.approx(1 / 3)
+    # q=0.9: y=1 < 3: 0.1*2; y=2 > 1: 0.9*1; y=3 = 3: 0 -> 1.1 -> 2.2 / 6
+    assert metrics["test:wQuantileLoss[0.9]"] == pytest.approx(2.2 / 6)
+    assert metrics["test:mean_wQuantileLoss"] == pytest.approx((1 / 3 + 2.2 / 6) / 2)
+    assert sorted(metrics) == [
+        "test:RMSE",
+        "test:mean_wQuantileLoss",
+        "test:wQuantileLoss[0.5]",
+        "test:wQuantileLoss[0.9]",
+    ]
+
+
+def test_quantile_metrics_perfect_forecast() -> None:
+    actual = np.array([[1.0, 5.0, 2.0]])
+    quantiles = np.repeat(actual[:, None, :], 3, axis=1)
+    metrics = quantile_metrics(actual, actual, quantiles, (0.1, 0.5, 0.9))
+    assert metrics["test:RMSE"] == 0.0
+    assert metrics["test:mean_wQuantileLoss"] == 0.0
+
+
+def test_evaluate_forecasts_the_withheld_points(data: SeriesBatch) -> None:
+    config = _config(epochs=1, num_eval_samples=20, test_quantiles=(0.2, 0.5, 0.8))
+    model = train_model(config, data, seed=0).model
+    test = _sines(4, 80, seed=5)
+    metrics = evaluate(model, test, config, seed=3)
+    # the same by hand: cut the last P points, forecast with the same seed, score
+    cut = SeriesBatch.from_lists(start=test.start, targets=[test.series(b)[:-P] for b in range(4)])
+    actual = np.stack([test.series(b)[-P:] for b in range(4)])
+    inference = InferenceConfig.from_mapping({"num_samples": 20, "quantiles": [0.2, 0.5, 0.8]})
+    result = forecast(model, cut, inference, generator=torch.Generator().manual_seed(3))
+    assert result.mean is not None
+    assert result.quantiles is not None
+    assert metrics == quantile_metrics(actual, result.mean, result.quantiles, (0.2, 0.5, 0.8))
+    assert evaluate(model, test, config, seed=3) == metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# api.train and the CLI, on JSON Lines
+
+HYPERPARAMETERS = {
+    "time_freq": "H",
+    "context_length": str(C),
+    "prediction_length": str(P),
+    "epochs": "2",
+    "num_cells": "8",
+    "num_layers": "1",
+    "mini_batch_size": "8",
+    "learning_rate": "0.01",
+    "num_eval_samples": "10",
+    "test_quantiles": "[0.1, 0.5, 0.9]",
+}
+METRIC_KEYS = [
+    "test:RMSE",
+    "test:mean_wQuantileLoss",
+    "test:wQuantileLoss[0.1]",
+    "test:wQuantileLoss[0.5]",
+    "test:wQuantileLoss[0.9]",
+]
+
+
+@pytest.fixture(scope="module")
+def channels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+    folder = tmp_path_factory.mktemp("channels")
+    train = write_jsonl(folder / "train.jsonl", synthetic_records(10, length=(40, 60), seed=0))
+    test = write_jsonl(folder / "test.jsonl", synthetic_records(4, length=(40, 60), seed=1))
+    return train, test
+
+
+def test_api_train_writes_model_and_metrics(channels: tuple[Path, Path], tmp_path: Path) -> None:
+    train, test = channels
+    model_dir = tmp_path / "model"
+    result = api_train(
+        str(train), hyperparameters=HYPERPARAMETERS, model_dir=str(model_dir), test=str(test)
+    )
+    assert sorted(result.metrics) == METRIC_KEYS
+    assert all(math.isfinite(v) for v in result.metrics.values())
+    assert orjson.loads((model_dir / METRICS_NAME).read_bytes()) == result.metrics
+    loaded = load_model(str(model_dir))
+    assert _same_weights(loaded.model, result.model)
+    assert loaded.spec.freq == "H"
+    assert loaded.spec.context_length == C
+    assert loaded.hyperparameters is not None
+    assert DeepARConfig.from_hyperparameters(loaded.hyperparameters) == (
+        DeepARConfig.from_hyperparameters(HYPERPARAMETERS)
+    )
+    # the same seed again: the same model
+    again = api_train(str(train), hyperparameters=HYPERPARAMETERS, model_dir=str(tmp_path / "b"))
+    assert _same_weights(again.model, result.model)
+    assert again.metrics == {}
+    assert not (tmp_path / "b" / METRICS_NAME).exists()
+
+
+def test_api_train_rejects_bad_hyperparameters(channels: tuple[Path, Path], tmp_path: Path) -> None:
+    train, _ = channels
+    with pytest.raises(ConfigError, match="num_layers"):
+        api_train(
+            str(train),
+            hyperparameters={**HYPERPARAMETERS, "num_layers": "zero"},
+            model_dir=str(tmp_path / "m"),
+        )
+    assert not (tmp_path / "m").exists()
+
+
+def test_cli_train(channels: tuple[Path, Path], tmp_path: Path) -> None:
+    train, test = channels
+    hp = tmp_path / "hp.json"
+    hp.write_bytes(orjson.dumps(HYPERPARAMETERS))
+    model_dir = tmp_path / "model"
+    run = subprocess.run(
+        [sys.executable, "-m", "batchcast", "train", "--train", str(train), "--test", str(test),
+         "--hyperparameters", str(hp), "--model-dir", str(model_dir)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    metric_lines = [line for line in run.stdout.splitlines() if line.startswith("#test:")]
+    names = sorted(line.rsplit(":", 1)[0][1:] for line in metric_lines)
+    assert names == METRIC_KEYS
+    for line in metric_lines:
+        assert math.isfinite(float(line.rsplit(":", 1)[1]))
+    assert "epoch 1/2" in run.stderr
+    assert "epoch 2/2" in run.stderr
+    loaded = load_model(str(model_dir))
+    assert loaded.spec.prediction_length == P
+    written = orjson.loads((model_dir / METRICS_NAME).read_bytes())
+    printed = {line.rsplit(":", 1)[0][1:]: float(line.rsplit(":", 1)[1]) for line in metric_lines}
+    assert printed == pytest.approx(written, abs=1e-6)
