@@ -140,7 +140,7 @@ def _read_range(shard: Shard, collector: _LineCollector, chunk: int) -> None:
         collector.finish()
         return
     with open_range(shard.uri, max(shard.start - 1, 0), compressed=False) as stream:
-        first = _skip_partial_line(stream, shard.start, chunk)
+        first = _skip_partial_line(stream, shard.start, shard.end, chunk)
         if first is not None:  # else no newline at or after start - 1: no line starts here
             data, position = first
             _collect_until(
@@ -148,18 +148,22 @@ def _read_range(shard: Shard, collector: _LineCollector, chunk: int) -> None:
             )
 
 
-def _skip_partial_line(stream: BinaryIO, start: int, size: int) -> tuple[bytes, int] | None:
-    """Consume through the first newline at or after ``start - 1`` (the stream is there).
+def _skip_partial_line(
+    stream: BinaryIO, start: int, end: int, size: int
+) -> tuple[bytes, int] | None:
+    """Consume through the first newline in ``[start - 1, end - 1]`` (the stream is at start - 1).
 
     Returns:
-        The bytes read past that newline and their absolute offset, or None when the object
-        ends first. At ``start == 0`` nothing is skipped.
+        The bytes read past that newline and their absolute offset, or None when there is no
+        such newline: then no line starts in this shard, and reading stops at ``end`` instead
+        of scanning the rest of a long line that other shards skip too. At ``start == 0``
+        nothing is skipped.
     """
     if start == 0:
         return stream.read(size), 0
     position = start - 1
-    while chunk := stream.read(size):
-        newline = chunk.find(b"\n")
+    while position < end and (chunk := stream.read(min(size, end - position))):
+        newline = chunk.find(b"\n", 0, end - position)
         if newline >= 0:
             return chunk[newline + 1 :], position + newline + 1
         position += len(chunk)
