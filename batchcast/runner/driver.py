@@ -98,6 +98,7 @@ class JobSummary:
     job: dict[str, Any]
     name: str = ""
     failure_reason: str | None = None
+    cluster: dict[str, Any] = field(default_factory=dict)
     summary_uri: str | None = None
 
     @property
@@ -114,6 +115,7 @@ class JobSummary:
             "files": self.files,
             "errors": self.errors,
             "job": self.job,
+            "cluster": self.cluster,
         }
 
 
@@ -263,8 +265,11 @@ class _Pool:
         except RayError as err:
             raise ShardError(f"a model worker could not start: {_cause(err)}") from err
 
-    def submit(self, shard: Shard, relpath: str, attempt: int = 1) -> None:
-        actor = min(range(len(self.actors)), key=self.load.__getitem__)
+    def submit(self, shard: Shard, relpath: str, attempt: int = 1, avoid: int = -1) -> None:
+        """Send ``shard`` to the least-loaded worker (not ``avoid``, one just lost, if another
+        exists: it is restarting and reloading its model)."""
+        choices = [i for i in range(len(self.actors)) if i != avoid] or [avoid]
+        actor = min(choices, key=self.load.__getitem__)
         handle = self.actors[actor]
         task = _Task(shard, actor, attempt, self.generation[actor])
         if self.split:
@@ -323,12 +328,18 @@ def _cause(err: RayError) -> str:
 
 
 def _ensure_ray() -> float:
-    """Join the cluster in ``RAY_ADDRESS`` (``ray job submit`` sets it), else start a local Ray."""
+    """Join the cluster in ``RAY_ADDRESS``, else start a private local Ray; the seconds taken.
+
+    ``ray job submit`` sets ``RAY_ADDRESS`` for its entrypoint, so a submitted job joins its
+    cluster. Without it we start a local Ray rather than let ``ray.init()`` look for one: it
+    would join any ``ray start`` cluster on the machine, or fail on the stale address file a
+    killed one leaves behind. ``RAY_ADDRESS=auto`` asks for that lookup explicitly.
+    """
     if ray.is_initialized():
         return 0.0
     started = time.perf_counter()
     ray.init(
-        address=os.environ.get("RAY_ADDRESS") or None,
+        address=os.environ.get("RAY_ADDRESS") or "local",
         logging_level=logging.WARNING,
         log_to_driver=True,
     )
@@ -405,7 +416,14 @@ def run_transform(job: TransformJob, *, progress: bool | None = None) -> JobSumm
     resources = ray.available_resources()
     if job.gpus_per_worker > 0 and resources.get("GPU", 0) < job.gpus_per_worker:
         raise ConfigError(f"gpus_per_worker={job.gpus_per_worker} but the cluster has no free GPU")
-    size = _pool_size(job, resources, ray.cluster_resources())
+    total = ray.cluster_resources()
+    size = _pool_size(job, resources, total)
+    cluster = {
+        "address": ray.get_runtime_context().gcs_address,
+        "nodes": sum(1 for node in ray.nodes() if node.get("Alive")),
+        "cpus": total.get("CPU", 0.0),
+        "gpus": total.get("GPU", 0.0),
+    }
     options = WorkerOptions(job.inference, job.join, job.max_payload_mb, job.seed)
     files = {
         i: _FileOutput(plan.objects[i], plan.outputs[i], job.on_error, job.assemble_with)
@@ -419,9 +437,10 @@ def run_transform(job: TransformJob, *, progress: bool | None = None) -> JobSumm
     pool: _Pool | None = None
     try:
         pool = _Pool(job, spec, options, size, name)
-        t0 = time.perf_counter()
-        pool.start()
-        state.seconds["workers_ready"] = time.perf_counter() - t0
+        if plan.shards:  # else (everything resumed, or only empty files) no worker is needed
+            t0 = time.perf_counter()
+            pool.start()
+            state.seconds["workers_ready"] = time.perf_counter() - t0
         state.drive(pool, deque(plan.shards))
     except BaseException as err:
         failure = err
@@ -439,6 +458,7 @@ def run_transform(job: TransformJob, *, progress: bool | None = None) -> JobSumm
             **{f"{k}_s": v for k, v in state.seconds.items()},
         }
         summary = _summarize(job, name, plan, state, timings, size, failure)
+        summary.cluster = cluster
         if failure is None or isinstance(failure, BatchcastError):
             _write_summary(summary, job, quiet=failure is not None)
     return summary
@@ -504,7 +524,7 @@ class _Run:
         if task.attempt >= MAX_ATTEMPTS:
             raise ShardError(f"{where}: lost {task.attempt} times: {_cause(err)}") from err
         self.retried += 1
-        pool.submit(shard, relpath, task.attempt + 1)
+        pool.submit(shard, relpath, task.attempt + 1, avoid=task.actor)
 
     def _accept(self, result: ShardResult) -> None:
         if not self.first_output:

@@ -34,7 +34,7 @@ class Progress:
         self.total_files = total_files
         self.interval = interval
         self.started = time.perf_counter()
-        self._last = 0.0
+        self._last = -float("inf")  # the first update draws at once
         self._line = ""
 
     def render(self, *, series: int, files_done: int, errors: int) -> str:
