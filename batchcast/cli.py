@@ -44,14 +44,25 @@ def _print_json(value: Any) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     from batchcast.api import train
 
+    bar = sys.stderr.isatty()
+    config_epochs = [0]
+
     def show(report: Any) -> None:
-        if not args.quiet:
-            mark = " *" if report.best else ""
-            print(
-                f"epoch {report.epoch}/{report.epochs}  loss {report.loss:.4f}  "
-                f"{report.seconds:.1f}s{mark}",
-                file=sys.stderr,
-            )
+        config_epochs[0] = report.epochs
+        if args.quiet:
+            return
+        mark = " *" if report.best else ""  # * = best epoch so far (kept with early stopping)
+        line = (
+            f"epoch {report.epoch}/{report.epochs}  loss {report.loss:.4f}  "
+            f"{report.seconds:.1f}s{mark}"
+        )
+        if not bar:  # a log: one line per epoch
+            print(line, file=sys.stderr)
+            return
+        done = int(30 * report.epoch / report.epochs)
+        end = "\n" if report.epoch == report.epochs else ""
+        progress = f"\r[{'#' * done}{'.' * (30 - done)}] {line}   "
+        print(progress, end=end, file=sys.stderr, flush=True)
 
     result = train(
         args.train,
@@ -61,6 +72,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         on_epoch=show,
     )
+    if bar and not args.quiet and len(result.losses) < config_epochs[0]:
+        print(file=sys.stderr)  # early stopping ended the bar before its last epoch
     for name, value in result.metrics.items():
         print(f"#{name}: {value:.6f}")  # SageMaker's metric log format
     print(f"model saved to {args.model_dir}", file=sys.stderr)

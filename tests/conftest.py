@@ -55,3 +55,17 @@ def s3_bucket(s3_server: str) -> str:
     client = boto3.session.Session().client("s3", endpoint_url=s3_server)
     client.create_bucket(Bucket=name)
     return name  # no teardown: moto keeps buckets in memory, gone with the server
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``cuda``-marked tests where there is no CUDA device (they run on a GPU machine)."""
+    if not any(item.get_closest_marker("cuda") for item in items):
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if item.get_closest_marker("cuda"):
+            item.add_marker(skip)
