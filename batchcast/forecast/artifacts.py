@@ -31,7 +31,14 @@ from batchcast.errors import ModelError
 from batchcast.forecast.config import ModelSpec
 from batchcast.forecast.model import DeepAR
 
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "LoadedModel", "load_model", "save_model"]
+__all__ = [
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "LoadedModel",
+    "load_model",
+    "load_spec",
+    "save_model",
+]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -136,7 +143,7 @@ def _untar(raw: bytes) -> dict[str, bytes]:
     return files
 
 
-def _read_files(uri: str) -> dict[str, bytes]:
+def _read_files(uri: str, names: tuple[str, ...] = (CONFIG_NAME, WEIGHTS_NAME)) -> dict[str, bytes]:
     if uri.endswith((".tar.gz", ".tgz")):
         try:
             raw = _read_bytes(uri)
@@ -148,23 +155,22 @@ def _read_files(uri: str) -> dict[str, bytes]:
             raise ModelError(f"{uri} is not a readable .tar.gz: {err}") from err
     base = uri.rstrip("/")
     files = {}
-    for name in (CONFIG_NAME, WEIGHTS_NAME):
+    for name in names:
         try:
             files[name] = _read_bytes(f"{base}/{name}")
-        except (FileNotFoundError, OSError):
-            continue
+        except FileNotFoundError:
+            continue  # the caller reports what is missing
+        except OSError as err:
+            # smart_open reports a missing S3 key as a plain OSError; anything else (access
+            # denied, throttling, the network) is a real failure and keeps its cause.
+            if "NoSuchKey" in str(err) or "404" in str(err):
+                continue
+            raise ModelError(f"cannot read {base}/{name}: {err}") from err
     return files
 
 
-def load_model(uri: str, *, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load a model folder or ``model.tar.gz`` (local or s3://) onto ``device``, in eval mode.
-
-    Raises:
-        ModelError: if the artifact is missing, not a batchcast model, or its weights do not
-            fit its configuration.
-    """
-    files = _read_files(uri)
-    missing = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if n not in files]
+def _parse_config(uri: str, files: Mapping[str, bytes], needed: tuple[str, ...]) -> dict[str, Any]:
+    missing = [n for n in needed if n not in files]
     if missing:
         raise ModelError(
             f"{uri} is not a batchcast model: missing {missing} (expected a folder or model.tar.gz "
@@ -182,10 +188,39 @@ def load_model(uri: str, *, device: str | torch.device = "cpu") -> LoadedModel:
             f"{uri}: format_version {config.get('format_version')!r} is not supported "
             f"(this batchcast reads version {FORMAT_VERSION})"
         )
+    return config
+
+
+def _spec(uri: str, config: Mapping[str, Any]) -> ModelSpec:
     try:
-        spec = ModelSpec.from_dict(config["spec"])
-        model = DeepAR(spec)
+        return ModelSpec.from_dict(config["spec"])
     except (KeyError, TypeError, ValueError) as err:  # ConfigError is a ValueError
+        raise ModelError(f"{uri}: invalid model spec: {err}") from err
+
+
+def load_spec(uri: str) -> ModelSpec:
+    """A model's signature alone, without its weights (a folder reads only ``config.json``).
+
+    Raises:
+        ModelError: as :func:`load_model`, for the configuration.
+    """
+    names = (CONFIG_NAME,) if not uri.endswith((".tar.gz", ".tgz")) else (CONFIG_NAME, WEIGHTS_NAME)
+    return _spec(uri, _parse_config(uri, _read_files(uri, names), (CONFIG_NAME,)))
+
+
+def load_model(uri: str, *, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a model folder or ``model.tar.gz`` (local or s3://) onto ``device``, in eval mode.
+
+    Raises:
+        ModelError: if the artifact is missing, not a batchcast model, or its weights do not
+            fit its configuration.
+    """
+    files = _read_files(uri)
+    config = _parse_config(uri, files, (CONFIG_NAME, WEIGHTS_NAME))
+    spec = _spec(uri, config)
+    try:
+        model = DeepAR(spec)
+    except (TypeError, ValueError) as err:  # sizes nn.LSTM rejects
         raise ModelError(f"{uri}: invalid model spec: {err}") from err
     try:
         model.load_state_dict(load_safetensors(files[WEIGHTS_NAME]))

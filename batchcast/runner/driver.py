@@ -41,7 +41,7 @@ from ray.exceptions import (
 )
 
 from batchcast.errors import BatchcastError, ConfigError, RecordError, ShardError
-from batchcast.forecast.artifacts import load_model
+from batchcast.forecast.artifacts import load_spec
 from batchcast.forecast.config import ModelSpec
 from batchcast.io.jsonl import encode_error
 from batchcast.io.records import renumber
@@ -229,6 +229,8 @@ class _Pool:
         self, job: TransformJob, spec: ModelSpec, options: WorkerOptions, size: int, name: str
     ) -> None:
         self.spec, self.options = spec, options
+        # Put once: every split-pipeline task reads them from the object store.
+        self.spec_ref, self.options_ref = ray.put(spec), ray.put(options)
         self.split = job.gpus_per_worker > 0 or job.pipeline == "split"
         device = "cuda" if job.gpus_per_worker > 0 else "cpu"
         # A split-pipeline actor leaves the CPUs to the decode/encode tasks beside it.
@@ -273,11 +275,13 @@ class _Pool:
         handle = self.actors[actor]
         task = _Task(shard, actor, attempt, self.generation[actor])
         if self.split:
-            decoded = decode_shard.remote(shard, self.spec, self.options)
+            # num_returns=2 gives two refs; Ray's stubs type it as one ref of a tuple.
+            refs: Any = decode_shard.remote(shard, self.spec_ref, self.options_ref)
+            batch, decoded = refs
             seed = shard_seed(self.options.seed, relpath, shard.index)
-            sampled = handle.sample.remote(decoded, seed)
-            ref = encode_shard.remote(shard, decoded, sampled, self.options)
-            task.refs = [decoded, sampled, ref]
+            sampled = handle.sample.remote(batch, seed)
+            ref = encode_shard.remote(shard, decoded, sampled, self.options_ref)
+            task.refs = [batch, decoded, sampled, ref]
         else:
             ref = handle.process.remote(shard, relpath)
             task.refs = [ref]
@@ -410,7 +414,7 @@ def run_transform(job: TransformJob, *, progress: bool | None = None) -> JobSumm
     """
     started = time.perf_counter()
     name = job.name or _default_name()
-    spec = load_model(job.model).spec  # fail fast on a bad model, before starting workers
+    spec = load_spec(job.model)  # fail fast on a bad model, before starting workers
     plan = _plan(job)
     ray_init = _ensure_ray()
     resources = ray.available_resources()
@@ -541,8 +545,9 @@ class _Run:
                 return
             if last:
                 output.commit()
-        done = sum(f.status != "pending" for f in self.files.values())
-        self.progress.update(series=self.series, files_done=done, errors=len(self.errors))
+        if self.progress.enabled:  # counting files is O(files): only for the display
+            done = sum(f.status != "pending" for f in self.files.values())
+            self.progress.update(series=self.series, files_done=done, errors=len(self.errors))
 
     def abort_pending(self) -> None:
         """Abort every output not committed yet (a no-op after a clean run)."""

@@ -164,7 +164,9 @@ class TransformJob:
         kwargs.update(_transform_input(body.get("TransformInput"), ignored))
         kwargs.update(_transform_output(body.get("TransformOutput"), ignored))
         if "DataProcessing" in body:
-            kwargs["join"] = _data_processing(body["DataProcessing"])
+            kwargs["join"] = Join.from_data_processing(
+                _mapping("DataProcessing", body["DataProcessing"])
+            )
         kwargs["ignored"] = tuple(ignored)
         kwargs["model"] = model or ""
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
@@ -228,12 +230,13 @@ class TransformJob:
         return job
 
     def resolved_workers(self, available_cpus: int, available_gpus: int) -> int:
-        """Workers to start: explicit, else ``MODEL_SERVER_WORKERS``, else one per CPU (GPU)."""
+        """Workers to start: ``workers``, else one per CPU (per GPU).
+
+        :meth:`create` already filled ``workers`` from ``MaxConcurrentTransforms`` or
+        ``MODEL_SERVER_WORKERS``; the environment is read there, once.
+        """
         if self.workers is not None:
             return self.workers
-        env = os.environ.get("MODEL_SERVER_WORKERS")
-        if env:
-            return _positive_int("MODEL_SERVER_WORKERS", env)
         if self.gpus_per_worker > 0:
             return max(1, int(available_gpus / self.gpus_per_worker))
         return max(1, available_cpus)
@@ -394,13 +397,3 @@ def _transform_output(value: Any, ignored: list[tuple[str, str]]) -> dict[str, A
     if "KmsKeyId" in data:
         ignored.append(("TransformOutput.KmsKeyId", "encryption is the bucket's default here"))
     return out
-
-
-def _data_processing(value: Any) -> Join:
-    data = _mapping("DataProcessing", value)
-    _no_unknown("DataProcessing", data, ("InputFilter", "OutputFilter", "JoinSource"))
-    return Join(
-        input_filter=data.get("InputFilter", "$"),
-        join_source=data.get("JoinSource", "None"),
-        output_filter=data.get("OutputFilter", "$"),
-    )

@@ -30,6 +30,7 @@ class Reassembler(Generic[T]):
 
     def __init__(self, shard_counts: dict[int, int]) -> None:
         self._files = {f: _FileState[T](count) for f, count in shard_counts.items()}
+        self._buffered = 0  # kept as a count: the driver asks after every shard
 
     def add(self, file_index: int, shard_index: int, result: T) -> list[tuple[int, T, bool]]:
         """Record one result; return ``(shard_index, result, is_last)`` for each shard now in order.
@@ -46,11 +47,13 @@ class Reassembler(Generic[T]):
         if shard_index < state.next_index or shard_index in state.waiting:
             raise ValueError(f"file {file_index}: shard {shard_index} arrived twice")
         state.waiting[shard_index] = result
+        self._buffered += 1
         released = []
         while state.next_index in state.waiting:
             index = state.next_index
             state.next_index += 1
             released.append((index, state.waiting.pop(index), state.next_index == state.count))
+        self._buffered -= len(released)
         return released
 
     def done(self, file_index: int) -> bool:
@@ -71,4 +74,4 @@ class Reassembler(Generic[T]):
     @property
     def buffered(self) -> int:
         """Results held back waiting for an earlier shard."""
-        return sum(len(s.waiting) for s in self._files.values())
+        return self._buffered

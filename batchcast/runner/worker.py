@@ -23,6 +23,7 @@ from batchcast.errors import RecordError
 from batchcast.forecast.artifacts import load_model
 from batchcast.forecast.config import InferenceConfig, ModelSpec
 from batchcast.forecast.sampling import Forecast, forecast
+from batchcast.forecast.series import SeriesBatch
 from batchcast.io.join import Join
 from batchcast.io.jsonl import encode_error, encode_forecasts, forecast_dicts
 from batchcast.io.records import DecodedShard, RecordContract, decode_records
@@ -166,19 +167,19 @@ class ShardProcessor:
         return self.loaded.spec
 
     def sample(
-        self, decoded: DecodedShard, seed: int, *, inference: InferenceConfig | None = None
+        self, batch: SeriesBatch, seed: int, *, inference: InferenceConfig | None = None
     ) -> Forecast:
-        """Forecast the good records of a decoded shard with a generator seeded by ``seed``."""
+        """Forecast a shard's good records with a generator seeded by ``seed``."""
         generator = torch.Generator(device=self.device).manual_seed(seed)
         config = inference or self.options.inference
-        return forecast(self.loaded.model, decoded.batch, config, generator=generator)
+        return forecast(self.loaded.model, batch, config, generator=generator)
 
     def process(self, shard: Shard, relpath: str) -> ShardResult:
         """Read, decode, forecast and encode one shard."""
         t0 = time.perf_counter()
         decoded = _decode(shard, self.spec, self.options)
         t1 = time.perf_counter()
-        result = self.sample(decoded, shard_seed(self.options.seed, relpath, shard.index))
+        result = self.sample(decoded.batch, shard_seed(self.options.seed, relpath, shard.index))
         t2 = time.perf_counter()
         lines, errors = _encode(decoded, result, self.options, uri=shard.uri)
         t3 = time.perf_counter()
@@ -208,7 +209,7 @@ class ShardProcessor:
             input_filter=options.join.model_input if options.join.needs_records else None,
             keep_records=options.join.needs_records,
         )
-        result = self.sample(decoded, seed, inference=options.inference)
+        result = self.sample(decoded.batch, seed, inference=options.inference)
         return _encode(decoded, result, options, uri=uri)
 
 
@@ -232,14 +233,21 @@ class ModelWorker:
     def process(self, shard: Shard, relpath: str) -> ShardResult:
         return self.processor.process(shard, relpath)
 
-    def sample(self, decoded: DecodedShard, seed: int) -> Forecast:
-        return self.processor.sample(decoded, seed)
+    def sample(self, batch: SeriesBatch, seed: int) -> Forecast:
+        return self.processor.sample(batch, seed)
 
 
-@ray.remote
-def decode_shard(shard: Shard, spec: ModelSpec, options: WorkerOptions) -> DecodedShard:
-    """CPU task: read and decode one shard for a GPU worker."""
-    return _decode(shard, spec, options)
+@ray.remote(num_returns=2)
+def decode_shard(
+    shard: Shard, spec: ModelSpec, options: WorkerOptions
+) -> tuple[SeriesBatch, DecodedShard]:
+    """CPU task: read and decode one shard for a GPU worker.
+
+    Returns the batch apart (a second object ref) so the sampling actor receives only the
+    numpy arrays it needs, zero-copy, never the parsed records kept for joins.
+    """
+    decoded = _decode(shard, spec, options)
+    return decoded.batch, decoded
 
 
 @ray.remote

@@ -28,6 +28,7 @@ from batchcast.forecast import (
     load_model,
     save_model,
 )
+from batchcast.forecast.artifacts import CONFIG_NAME, load_spec
 
 HYPERPARAMETERS = {"time_freq": "H", "context_length": 5, "prediction_length": 4, "epochs": 1}
 METADATA = {"seed": 3, "note": "round trip"}
@@ -281,3 +282,22 @@ def test_forecasts_differ_between_different_models(
     )
     assert _forecast_bytes(other, batch) != _forecast_bytes(model, batch)
     assert np.frombuffer(_forecast_bytes(model, batch), np.float32).size == 6 * 16 * 4
+
+
+def test_load_spec_reads_the_configuration_without_the_weights(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "config-only"
+    folder.mkdir()
+    shutil.copy(tiny_model_dir / CONFIG_NAME, folder / CONFIG_NAME)
+    assert load_spec(str(folder)) == load_model(str(tiny_model_dir)).spec
+    with pytest.raises(ModelError, match="missing"):
+        load_model(str(folder))
+
+
+def test_an_unreadable_file_is_reported_with_its_cause_not_as_missing(tmp_path: Path) -> None:
+    folder = tmp_path / "unreadable"
+    (folder / CONFIG_NAME).mkdir(parents=True)  # reading a directory: an OSError, not "missing"
+    with pytest.raises(ModelError, match="cannot read") as info:
+        load_model(str(folder))
+    assert isinstance(info.value.__cause__, OSError)

@@ -241,26 +241,20 @@ def test_model_server_workers_environment_variable_is_the_default() -> None:
         TransformJob.create("m", "in", "out", environ={"MODEL_SERVER_WORKERS": "x"})
 
 
-def test_resolved_workers_reads_model_server_workers_then_counts_devices(
+def test_resolved_workers_takes_workers_then_counts_devices(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv("MODEL_SERVER_WORKERS", raising=False)
+    # The environment is read once, by TransformJob.create: a job built directly ignores it.
+    monkeypatch.setenv("MODEL_SERVER_WORKERS", "5")
     job = TransformJob(model="m", input="in", output="out")
     assert job.resolved_workers(available_cpus=6, available_gpus=0) == 6
     assert job.resolved_workers(available_cpus=0, available_gpus=0) == 1
     gpu_job = TransformJob(model="m", input="in", output="out", gpus_per_worker=0.5)
     assert gpu_job.resolved_workers(available_cpus=16, available_gpus=2) == 4
-    monkeypatch.setenv("MODEL_SERVER_WORKERS", "5")
-    assert job.resolved_workers(available_cpus=6, available_gpus=0) == 5
-    assert (
-        TransformJob(model="m", input="in", output="out", workers=2).resolved_workers(
-            available_cpus=6, available_gpus=0
-        )
-        == 2
-    )
-    monkeypatch.setenv("MODEL_SERVER_WORKERS", "many")
-    with pytest.raises(ConfigError, match="MODEL_SERVER_WORKERS"):
-        job.resolved_workers(available_cpus=6, available_gpus=0)
+    created = TransformJob.create("m", "in", "out")
+    assert created.resolved_workers(available_cpus=6, available_gpus=0) == 5
+    explicit = TransformJob(model="m", input="in", output="out", workers=2)
+    assert explicit.resolved_workers(available_cpus=6, available_gpus=0) == 2
 
 
 def test_input_and_output_are_required_without_a_body() -> None:
