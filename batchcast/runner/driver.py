@@ -155,7 +155,7 @@ class _FileOutput:
         """Write one shard's lines (already in order); return its errors, renumbered."""
         errors = renumber(result.errors, self.lines_before)
         self.lines_before += result.num_lines
-        self.series += result.num_series
+        self.series += result.num_series  # valid records, whether or not they get written
         self.errors.extend(errors)
         if errors and self.on_error != "record":
             self.abort()  # fail-file and fail-fast: this file gets no .out
@@ -267,14 +267,23 @@ class _Pool:
         except RayError as err:
             raise ShardError(f"a model worker could not start: {_cause(err)}") from err
 
-    def submit(self, shard: Shard, relpath: str, attempt: int = 1, avoid: int = -1) -> None:
+    def submit(
+        self,
+        shard: Shard,
+        relpath: str,
+        *,
+        attempt: int = 1,
+        avoid: int = -1,
+        check_only: bool = False,
+    ) -> None:
         """Send ``shard`` to the least-loaded worker (not ``avoid``, one just lost, if another
-        exists: it is restarting and reloading its model)."""
+        exists: it is restarting and reloading its model). ``check_only``: validate, do not
+        forecast (a shard of a file that already failed)."""
         choices = [i for i in range(len(self.actors)) if i != avoid] or [avoid]
         actor = min(choices, key=self.load.__getitem__)
         handle = self.actors[actor]
         task = _Task(shard, actor, attempt, self.generation[actor])
-        if self.split:
+        if self.split and not check_only:  # checking alone is cheap: the actor does it
             # num_returns=2 gives two refs; Ray's stubs type it as one ref of a tuple.
             refs: Any = decode_shard.remote(shard, self.spec_ref, self.options_ref)
             batch, decoded = refs
@@ -283,7 +292,7 @@ class _Pool:
             ref = encode_shard.remote(shard, decoded, sampled, self.options_ref)
             task.refs = [batch, decoded, sampled, ref]
         else:
-            ref = handle.process.remote(shard, relpath)
+            ref = handle.process.remote(shard, relpath, check_only)
             task.refs = [ref]
         self.in_flight[ref] = task
         self.load[actor] += 1
@@ -483,6 +492,7 @@ class _Run:
         self.series = 0
         self.restarts = 0  # worker deaths
         self.retried = 0  # shards resubmitted after a death
+        self.checked_only = 0  # shards of already-failed files: validated, not forecast
         self.stopped = False
         self.first_output = 0.0
         self.peak_held = 0
@@ -504,7 +514,9 @@ class _Run:
                 and len(pool.in_flight) + self.order.buffered < self.window
             ):
                 shard = queue.popleft()
-                pool.submit(shard, relpaths[shard.file_index])
+                failed = self.files[shard.file_index].status == "failed"
+                self.checked_only += failed
+                pool.submit(shard, relpaths[shard.file_index], check_only=failed)
             self.peak_held = max(self.peak_held, len(pool.in_flight) + self.order.buffered)
             task, outcome = pool.wait()
             if isinstance(outcome, RayError):
@@ -528,7 +540,8 @@ class _Run:
         if task.attempt >= MAX_ATTEMPTS:
             raise ShardError(f"{where}: lost {task.attempt} times: {_cause(err)}") from err
         self.retried += 1
-        pool.submit(shard, relpath, task.attempt + 1, avoid=task.actor)
+        failed = self.files[shard.file_index].status == "failed"
+        pool.submit(shard, relpath, attempt=task.attempt + 1, avoid=task.actor, check_only=failed)
 
     def _accept(self, result: ShardResult) -> None:
         if not self.first_output:
@@ -539,7 +552,8 @@ class _Run:
         for _, shard_result, last in self.order.add(result.file_index, result.shard_index, result):
             errors = output.append(shard_result)
             self.errors.extend(errors)
-            self.series += shard_result.num_series
+            if output.status != "failed":  # the job's count: forecasts written
+                self.series += shard_result.num_series
             if errors and self.job.on_error == "fail-fast":
                 self.stopped = True
                 return
@@ -589,6 +603,7 @@ def _summarize(
         "workers": workers,
         "worker_restarts": state.restarts,
         "shards_retried": state.retried,
+        "shards_checked_only": state.checked_only,
         "window_shards": state.window,
         "peak_shards_held": state.peak_held,
     }

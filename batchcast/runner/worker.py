@@ -174,11 +174,17 @@ class ShardProcessor:
         config = inference or self.options.inference
         return forecast(self.loaded.model, batch, config, generator=generator)
 
-    def process(self, shard: Shard, relpath: str) -> ShardResult:
-        """Read, decode, forecast and encode one shard."""
+    def process(self, shard: Shard, relpath: str, *, check_only: bool = False) -> ShardResult:
+        """Read, decode, forecast and encode one shard.
+
+        With ``check_only`` (a shard of a file that already failed under ``fail-file``), only
+        read and validate it: its record errors are still listed, but nothing is forecast.
+        """
         t0 = time.perf_counter()
         decoded = _decode(shard, self.spec, self.options)
         t1 = time.perf_counter()
+        if check_only:  # num_series still counts the shard's valid records
+            return _result(shard, decoded, [], list(decoded.errors), {"decode": t1 - t0})
         result = self.sample(decoded.batch, shard_seed(self.options.seed, relpath, shard.index))
         t2 = time.perf_counter()
         lines, errors = _encode(decoded, result, self.options, uri=shard.uri)
@@ -230,8 +236,8 @@ class ModelWorker:
     def pid(self) -> int:
         return os.getpid()
 
-    def process(self, shard: Shard, relpath: str) -> ShardResult:
-        return self.processor.process(shard, relpath)
+    def process(self, shard: Shard, relpath: str, check_only: bool) -> ShardResult:
+        return self.processor.process(shard, relpath, check_only=check_only)
 
     def sample(self, batch: SeriesBatch, seed: int) -> Forecast:
         return self.processor.sample(batch, seed)

@@ -707,3 +707,26 @@ def test_cli_rejects_a_bad_job_file_before_reading_any_record(
     assert done.stderr.startswith("ConfigError: BatchStrategy must be one of")
     assert done.stdout == ""
     assert not output.exists()  # nothing was read, started or written
+
+
+def test_fail_file_stops_forecasting_a_file_once_it_has_failed(
+    tiny_model: str, tmp_path: Path
+) -> None:
+    records = inference_records(150, seed=21)
+    lines = dumps(records)
+    lines[0] = b'{"start": "2020-01-01", "target": "oops"}'  # the file fails at its first shard
+    write_lines(tmp_path / "in" / "bad.jsonl", lines)
+    summary = transform(
+        tiny_model, str(tmp_path / "in"), str(tmp_path / "out"), shard_mb=SHARD_MB, workers=1
+    )
+    assert summary.status == "Failed"
+    [errors] = [e["line"] for e in summary.errors]
+    assert errors == 1
+    [described] = summary.files
+    assert described["series"] == 149  # every valid record is still counted...
+    assert summary.counts["series"] == 0  # ...but no forecast is reported as written
+    shards = len(plan_shards(list_inputs(str(tmp_path / "in")), target_bytes=int(SHARD_MB * 2**20)))
+    # Only the shards already in flight when the first one failed (at most two per worker)
+    # were forecast; every later shard was validated only.
+    assert shards > 20
+    assert summary.counts["shards_checked_only"] >= shards - 3
