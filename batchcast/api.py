@@ -135,13 +135,30 @@ def predict(
     inference: InferenceConfig | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Answer one online request ``{"instances": [...], "configuration": {...}}`` in process."""
+    """Answer one online request ``{"instances": [...], "configuration": {...}}`` in process.
+
+    Args:
+        model: a model folder/``model.tar.gz``, or a :class:`ShardProcessor` already loaded.
+        request: the parsed request.
+        inference: the base configuration (default SPEC.md §2's); the request's
+            ``configuration`` overrides it key by key.
+        seed: the generator seed.
+    """
     processor = (
         model
         if isinstance(model, ShardProcessor)
-        else ShardProcessor(model, WorkerOptions(inference or InferenceConfig(), Join(), 6.0, seed))
+        else ShardProcessor(
+            model,
+            WorkerOptions(
+                inference=InferenceConfig(),
+                join=Join(),
+                max_payload_mb=TransformJob.max_payload_mb,
+                seed=seed,
+            ),
+        )
     )
-    result: dict[str, Any] = orjson.loads(predict_request(processor, request, seed=seed))
+    response = predict_request(processor, request, seed=seed, inference=inference)
+    result: dict[str, Any] = orjson.loads(response)
     return result
 
 

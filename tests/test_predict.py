@@ -333,3 +333,15 @@ def test_configuration_is_checked_before_the_instances(model_dir: str) -> None:
     request = {"instances": [_with(1, target="x")], "configuration": {"num_samples": 0}}
     with pytest.raises(ConfigError, match="num_samples"):
         predict(model_dir, request)
+
+
+def test_inference_argument_is_the_base_for_a_loaded_processor_too(model_dir: str) -> None:
+    processor = ShardProcessor(
+        model_dir, WorkerOptions(inference=InferenceConfig(), join=Join(), max_payload_mb=6, seed=0)
+    )
+    base = InferenceConfig(output_types=("quantiles",), quantiles=("0.3",))
+    request = {"instances": [_instance(0)], "configuration": {"num_samples": 7}}
+    for model in (model_dir, processor):
+        [prediction] = predict(model, request, inference=base)["predictions"]
+        assert list(prediction) == ["quantiles"]
+        assert list(prediction["quantiles"]) == ["0.3"]

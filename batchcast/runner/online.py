@@ -14,13 +14,18 @@ from typing import Any
 import orjson
 
 from batchcast.errors import ConfigError, RecordError
+from batchcast.forecast.config import InferenceConfig
 from batchcast.runner.worker import ShardProcessor
 
 __all__ = ["predict_request"]
 
 
 def predict_request(
-    processor: ShardProcessor, request: Mapping[str, Any], *, seed: int = 0
+    processor: ShardProcessor,
+    request: Mapping[str, Any],
+    *,
+    seed: int = 0,
+    inference: InferenceConfig | None = None,
 ) -> bytes:
     """Answer one request.
 
@@ -28,6 +33,8 @@ def predict_request(
         processor: a loaded model.
         request: the parsed request body.
         seed: the generator seed (the same request and seed give the same bytes).
+        inference: the base configuration (default: the processor's); the request's
+            ``configuration`` overrides it key by key.
 
     Returns:
         The response body, ``{"predictions": [...]}`` as JSON bytes.
@@ -46,7 +53,8 @@ def predict_request(
     instances = request.get("instances")
     if not isinstance(instances, list):
         raise ConfigError(f"'instances' must be a JSON array, got {type(instances).__name__}")
-    inference = processor.options.inference.merged(request.get("configuration"))
+    base = inference or processor.options.inference
+    inference = base.merged(request.get("configuration"))
     lines = [orjson.dumps(instance) for instance in instances]
     outputs, errors = processor.predict_lines(lines, uri="request", seed=seed, inference=inference)
     if errors:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import orjson
@@ -79,17 +79,31 @@ def shard_seed(seed: int, relpath: str, shard_index: int) -> int:
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
-def _decode(shard: Shard, spec: ModelSpec, options: WorkerOptions) -> DecodedShard:
-    max_bytes = int(options.max_payload_mb * 1024 * 1024)
-    lines = read_shard_lines(shard, max_line_bytes=max_bytes)
+def _decode_lines(
+    lines: Sequence[bytes],
+    *,
+    uri: str,
+    spec: ModelSpec,
+    options: WorkerOptions,
+    oversize: Mapping[int, int] | None = None,
+) -> DecodedShard:
+    """Validate lines against the model's record contract, applying the job's InputFilter."""
     return decode_records(
-        lines.lines,
-        uri=shard.uri,
+        lines,
+        uri=uri,
         contract=RecordContract.for_inference(spec),
-        oversize=lines.oversize,
+        oversize=oversize,
         max_payload_mb=options.max_payload_mb,
         input_filter=options.join.model_input if options.join.needs_records else None,
         keep_records=options.join.needs_records,
+    )
+
+
+def _decode(shard: Shard, spec: ModelSpec, options: WorkerOptions) -> DecodedShard:
+    max_bytes = int(options.max_payload_mb * 1024 * 1024)
+    lines = read_shard_lines(shard, max_line_bytes=max_bytes)
+    return _decode_lines(
+        lines.lines, uri=shard.uri, spec=spec, options=options, oversize=lines.oversize
     )
 
 
@@ -207,14 +221,7 @@ class ShardProcessor:
             errors (sorted by line).
         """
         options = self.options if inference is None else replace(self.options, inference=inference)
-        decoded = decode_records(
-            lines,
-            uri=uri,
-            contract=RecordContract.for_inference(self.spec),
-            max_payload_mb=options.max_payload_mb,
-            input_filter=options.join.model_input if options.join.needs_records else None,
-            keep_records=options.join.needs_records,
-        )
+        decoded = _decode_lines(lines, uri=uri, spec=self.spec, options=options)
         result = self.sample(decoded.batch, seed, inference=options.inference)
         return _encode(decoded, result, options, uri=uri)
 
