@@ -57,6 +57,10 @@ class SeriesBatch:
         """The target of series ``b`` (a view)."""
         return self.target[self.target_offsets[b] : self.target_offsets[b + 1]]
 
+    def dynamic(self, b: int) -> np.ndarray:
+        """The dynamic features of series ``b``, (D_b, n_dyn) (a view)."""
+        return self.dynamic_feat[self.dynamic_offsets[b] : self.dynamic_offsets[b + 1]]
+
     def slice(self, lo: int, hi: int) -> SeriesBatch:
         """Series ``lo .. hi - 1`` as a new batch of views (no copy of the values)."""
         if lo == 0 and hi == self.num_series:
@@ -79,11 +83,9 @@ class SeriesBatch:
             start=self.start[index],
             targets=[self.series(int(b)) for b in index],
             cat=self.cat[index],
-            dynamic=[
-                self.dynamic_feat[self.dynamic_offsets[b] : self.dynamic_offsets[b + 1]]
-                for b in index
-            ],
+            dynamic=[self.dynamic(int(b)) for b in index],
             num_dynamic_feat=self.dynamic_feat.shape[1],
+            num_cat=self.cat.shape[1],
         )
 
     @staticmethod
@@ -94,6 +96,7 @@ class SeriesBatch:
         cat: Sequence[Sequence[int]] | np.ndarray | None = None,
         dynamic: Sequence[np.ndarray | Sequence[Sequence[float]]] | None = None,
         num_dynamic_feat: int = 0,
+        num_cat: int | None = None,
     ) -> SeriesBatch:
         """Build from per-series lists.
 
@@ -103,6 +106,8 @@ class SeriesBatch:
             cat: (B, n_cat) ints, or None for no categorical features.
             dynamic: B arrays of shape (D_b, n_dyn) (time-major), or None.
             num_dynamic_feat: n_dyn, needed when ``dynamic`` is None or empty.
+            num_cat: n_cat, to keep the width of ``cat`` for a batch of zero series;
+                None infers it from ``cat``.
         """
         b = len(targets)
         lengths = np.fromiter((len(t) for t in targets), dtype=np.int64, count=b)
@@ -113,9 +118,14 @@ class SeriesBatch:
             if b and offsets[-1]
             else np.zeros(0, dtype=np.float32)
         )
-        cat_arr = np.zeros((b, 0), dtype=np.int64) if cat is None else np.asarray(cat, np.int64)
-        if cat_arr.ndim != 2:  # no rows: no width to infer, so no features
-            cat_arr = cat_arr.reshape(b, -1) if b else np.zeros((0, 0), dtype=np.int64)
+        if cat is None or num_cat == 0:
+            cat_arr = np.zeros((b, 0), dtype=np.int64)
+        elif num_cat is not None:
+            cat_arr = np.asarray(cat, dtype=np.int64).reshape(b, num_cat)
+        else:
+            cat_arr = np.asarray(cat, dtype=np.int64)
+            if cat_arr.ndim != 2:  # no rows: no width to infer, so no features
+                cat_arr = cat_arr.reshape(b, -1) if b else np.zeros((0, 0), dtype=np.int64)
         if dynamic is None or num_dynamic_feat == 0:
             dyn = np.zeros((0, num_dynamic_feat), dtype=np.float32)
             dyn_offsets = np.zeros(b + 1, dtype=np.int64)

@@ -215,10 +215,7 @@ def _withhold(batch: SeriesBatch, horizon: int) -> tuple[SeriesBatch, np.ndarray
         targets.append(series[:-horizon])
         actual.append(series[-horizon:])
     n_dyn = batch.dynamic_feat.shape[1]
-    dynamic = [
-        batch.dynamic_feat[batch.dynamic_offsets[b] : batch.dynamic_offsets[b + 1]]
-        for b in eligible
-    ]
+    dynamic = [batch.dynamic(int(b)) for b in eligible]
     cut = SeriesBatch.from_lists(
         start=batch.start[eligible],
         targets=targets,

@@ -369,43 +369,16 @@ class _Columns:
             index, targets = [index[k] for k in keep], [targets[k] for k in keep]
             cats = [cats[k] for k in keep] if cats else cats
             dynamic = [dynamic[k] for k in keep] if dynamic else dynamic
-        batch = _series_batch(
-            seconds, targets, cats, dynamic, n_cat=self.n_cat, n_dyn=self.contract.num_dynamic_feat
+        batch = SeriesBatch.from_lists(
+            start=seconds,
+            targets=targets,
+            cat=cats,
+            dynamic=dynamic,
+            num_dynamic_feat=self.contract.num_dynamic_feat,
+            num_cat=self.n_cat,
         )
         good = np.asarray(index, dtype=np.int64)
         return batch, good, [(self.index[k], message) for k, message in bad]
-
-
-def _series_batch(
-    start: np.ndarray,
-    targets: Sequence[np.ndarray],
-    cats: Sequence[Sequence[int]] | np.ndarray,
-    dynamic: Sequence[np.ndarray],
-    *,
-    n_cat: int,
-    n_dyn: int,
-) -> SeriesBatch:
-    """Concatenate per-series arrays (float32 targets, (D_b, n_dyn) float32 features) into
-    a SeriesBatch; also right for zero series."""
-    b = len(targets)
-    offsets = np.zeros(b + 1, dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, targets), dtype=np.int64, count=b), out=offsets[1:])
-    dyn_offsets = np.zeros(b + 1, dtype=np.int64)
-    if n_dyn and b:
-        np.cumsum(np.fromiter(map(len, dynamic), dtype=np.int64, count=b), out=dyn_offsets[1:])
-        dyn = np.concatenate(dynamic).astype(np.float32, copy=False)
-    else:
-        dyn = np.zeros((0, n_dyn), dtype=np.float32)
-    return SeriesBatch(
-        start=np.asarray(start, dtype=np.int64).reshape(b),
-        target=np.concatenate(targets) if b else np.zeros(0, dtype=np.float32),
-        target_offsets=offsets,
-        cat=np.asarray(cats, dtype=np.int64).reshape(b, n_cat)
-        if n_cat
-        else np.zeros((b, 0), np.int64),
-        dynamic_feat=dyn,
-        dynamic_offsets=dyn_offsets,
-    )
 
 
 def _describe(value: Any) -> str:
@@ -771,15 +744,11 @@ def _resolve_num_dynamic_feat(setting: str | int, parsed: Sequence[_Parsed]) -> 
 def _concat(batches: Sequence[SeriesBatch], contract: RecordContract) -> SeriesBatch:
     if len(batches) == 1:
         return batches[0]
-    return _series_batch(
-        np.concatenate([b.start for b in batches]),
-        [b.series(k) for b in batches for k in range(b.num_series)],
-        np.concatenate([b.cat for b in batches]),
-        [
-            b.dynamic_feat[b.dynamic_offsets[k] : b.dynamic_offsets[k + 1]]
-            for b in batches
-            for k in range(b.num_series)
-        ],
-        n_cat=len(contract.cardinality),
-        n_dyn=contract.num_dynamic_feat,
+    return SeriesBatch.from_lists(
+        start=np.concatenate([b.start for b in batches]),
+        targets=[b.series(k) for b in batches for k in range(b.num_series)],
+        cat=np.concatenate([b.cat for b in batches]),
+        dynamic=[b.dynamic(k) for b in batches for k in range(b.num_series)],
+        num_dynamic_feat=contract.num_dynamic_feat,
+        num_cat=len(contract.cardinality),
     )
