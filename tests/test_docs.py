@@ -465,6 +465,17 @@ def test_help_runs(name: str, capsys: pytest.CaptureFixture[str]) -> None:
         assert flag in text
 
 
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_option_has_help_text(name: str) -> None:
+    """``--help`` says what each option does, not just its name."""
+    silent = [
+        "/".join(action.option_strings) or action.dest
+        for action in COMMANDS[name]._actions
+        if action.option_strings != ["-h", "--help"] and not action.help
+    ]
+    assert silent == [], f"batchcast {name}: options without help text"
+
+
 def test_top_level_flags_are_documented() -> None:
     """``batchcast --version`` and the like appear in README's Command line section."""
     intro = sections(README, 3)["Command line"]
