@@ -1,0 +1,561 @@
+"""``batchcast evaluate``: score a transform's output against the actual series.
+
+The actuals hold each full series (history and the forecast horizon, like SageMaker's test
+channel); the forecasts are a transform's output (a ``.out`` file, or an output folder whose
+``<relpath>.out`` files answer the input files ``<relpath>``).
+
+Alignment, per pair of files:
+
+- **by ``item_id``** when the first actual record and the first forecast record (or, with
+  ``input``, the first input record) both carry an ``item_id`` (forward it with
+  ``transform --forward-fields item_id``);
+- **by order** otherwise: forecast line *i* answers actual line *i*.
+
+A forecast line always answers the input line with its number (the transform's contract), so
+``input`` is zipped with the forecasts by order.
+
+Where the horizon is: with ``input``, it starts right after the input's target (``n``
+points): actual points ``n .. n + P - 1`` (missing ones, past the end of the actual
+series, are NaN and skipped as NaN actuals are), and the history for MASE and MSIS's scale
+is the actual series' first ``n`` points, whose ``start`` must equal the input's. Without
+``input``, the horizon is the actual series' last ``P`` points and the history is what
+precedes them.
+
+Memory is bounded: lines are streamed and scored in blocks of ``BLOCK_SERIES`` series,
+folding each into running totals (:class:`batchcast.forecast.metrics.MetricTotals`). Matching
+by ``item_id`` holds only the records whose partner has not been read yet: none when both
+files are in the same order, as a transform's output is.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tarfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from batchcast.errors import BatchcastError, ConfigError
+from batchcast.forecast.config import parse_frequency
+from batchcast.forecast.metrics import MetricTotals, msis_pair, seasonal_errors, series_metrics
+from batchcast.forecast.metrics import seasonality as default_seasonality
+from batchcast.io import join_uri, open_range
+from batchcast.report.reading import (
+    ForecastLine,
+    SeriesLine,
+    iter_forecasts,
+    iter_series,
+    pair_files,
+)
+
+__all__ = [
+    "BLOCK_SERIES",
+    "MAX_PROBLEMS",
+    "Evaluation",
+    "evaluate",
+    "model_frequency",
+    "resolve_seasonality",
+]
+
+BLOCK_SERIES = 1024  # series scored together (one vectorised call)
+MAX_PROBLEMS = 1000  # skipped lines kept with their reason; the count is always exact
+# The job summary a transform writes beside its outputs (runner.driver.SUMMARY_NAME; not
+# imported: the runner imports Ray) and a model folder's configuration
+# (forecast.artifacts.CONFIG_NAME; not imported: artifacts imports torch).
+_JOB_SUMMARY = "_batchcast_summary.json"
+_MODEL_CONFIG = "config.json"
+
+RowCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What :func:`evaluate` found.
+
+    Attributes:
+        metrics: the aggregate metrics, GluonTS's names (``mean_wQuantileLoss``, ``RMSE``,
+            ``MASE``, ``sMAPE``, ``MSIS``, ``wQuantileLoss[0.1]``, ``Coverage[0.1]``, ...).
+        quantiles: the output's quantile keys, in level order.
+        msis_interval: the quantile keys (lower, upper) MSIS used, or None.
+        seasonality: the seasonal-naive lag of MASE and MSIS's scale.
+        seasonality_source: where it came from (``"given"``, ``"time_freq H"``, ...).
+        series: how many series were scored.
+        skipped: how many lines could not be scored (each is in ``problems``, up to
+            ``MAX_PROBLEMS``).
+        problems: ``{"uri", "line", "reason"}`` per skipped line, first ones.
+        files: per pair of files: ``{"forecasts", "actuals", "input", "alignment",
+            "series", "skipped", "actuals_not_forecast"}`` (``forecasts`` or ``actuals``
+            None when that side has no file; ``actuals_not_forecast``: actual series that
+            no forecast's ``item_id`` asked for).
+    """
+
+    metrics: dict[str, float]
+    quantiles: tuple[str, ...]
+    msis_interval: tuple[str, str] | None
+    seasonality: int
+    seasonality_source: str
+    series: int
+    skipped: int
+    problems: list[dict[str, Any]] = field(default_factory=list)
+    files: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (NaN and inf become None: JSON has neither)."""
+        return {
+            "metrics": {k: _json_number(v) for k, v in self.metrics.items()},
+            "quantiles": list(self.quantiles),
+            "msis_interval": list(self.msis_interval) if self.msis_interval else None,
+            "seasonality": self.seasonality,
+            "seasonality_source": self.seasonality_source,
+            "series": self.series,
+            "skipped": self.skipped,
+            "problems": self.problems,
+            "files": self.files,
+        }
+
+
+def _json_number(value: float) -> float | None:
+    return value if np.isfinite(value) else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Seasonality
+
+
+def model_frequency(model: str) -> str:
+    """A batchcast model's ``time_freq``, read from its configuration alone (no torch).
+
+    Args:
+        model: a model folder or ``model.tar.gz``, local or ``s3://``.
+
+    Raises:
+        ConfigError: when the configuration cannot be read or holds no frequency.
+    """
+    try:
+        if model.endswith((".tar.gz", ".tgz")):
+            with (
+                open_range(model, compressed=False) as stream,
+                tarfile.open(fileobj=stream, mode="r|gz") as tar,
+            ):
+                raw = next(
+                    (
+                        tar.extractfile(m).read()  # type: ignore[union-attr]  # a file member
+                        for m in tar
+                        if m.isfile() and m.name.lstrip("./") == _MODEL_CONFIG
+                    ),
+                    None,
+                )
+            if raw is None:
+                raise ConfigError(f"{model} holds no {_MODEL_CONFIG}")
+        else:
+            with open_range(join_uri(model, _MODEL_CONFIG)) as stream:
+                raw = stream.read()
+        freq = orjson.loads(raw)["spec"]["freq"]
+    except (BatchcastError, OSError, tarfile.TarError, orjson.JSONDecodeError) as err:
+        raise ConfigError(f"cannot read the frequency of model {model!r}: {err}") from err
+    except (KeyError, TypeError) as err:
+        raise ConfigError(f"model {model!r}: its {_MODEL_CONFIG} names no spec.freq") from err
+    return str(freq)
+
+
+def _job_model(forecasts: str) -> str | None:
+    """The model named by the job summary beside ``forecasts``, if there is one."""
+    folder = forecasts if not forecasts.endswith(".out") else forecasts.rsplit("/", 1)[0]
+    try:
+        with open_range(join_uri(folder, _JOB_SUMMARY)) as stream:
+            model = orjson.loads(stream.read())["job"]["model"]
+    except (BatchcastError, OSError, orjson.JSONDecodeError, KeyError, TypeError):
+        return None  # no summary there: the frequency stays unknown
+    return model if isinstance(model, str) else None
+
+
+def resolve_seasonality(
+    *,
+    seasonality: int | None = None,
+    freq: str | None = None,
+    model: str | None = None,
+    forecasts: str | None = None,
+) -> tuple[int, str]:
+    """MASE's seasonality, from the first of: ``seasonality``; ``freq``; ``model``'s
+    frequency; the frequency of the model named by the job summary beside ``forecasts``;
+    otherwise 1.
+
+    Returns:
+        ``(m, source)``, the source in words (for the output).
+
+    Raises:
+        ConfigError: for ``seasonality`` < 1, an invalid ``freq``, or a ``model`` whose
+            configuration cannot be read.
+    """
+    if seasonality is not None:
+        if seasonality < 1:
+            raise ConfigError(f"seasonality must be >= 1, got {seasonality}")
+        return seasonality, "given"
+    source = "time_freq"
+    if freq is None and model is not None:
+        freq, source = model_frequency(model), f"model {model}"
+    if freq is None and forecasts is not None:
+        job_model = _job_model(forecasts)
+        if job_model is not None:
+            try:
+                freq, source = model_frequency(job_model), f"the job's model {job_model}"
+            except ConfigError:
+                freq = None  # the model moved since the job ran: fall back to the default
+    if freq is None:
+        return 1, "default (no frequency known: pass --freq or --seasonality)"
+    f = parse_frequency(freq)
+    label = f"time_freq {f}" if source == "time_freq" else f"{source} (time_freq {f})"
+    return default_seasonality(f.unit, f.multiple), label
+
+
+# ---------------------------------------------------------------------------------------------
+# Alignment
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One forecast with what evaluation needs from the input side."""
+
+    forecast: ForecastLine
+    item_id: str | None
+    history: int | None  # the input's target length (None without input)
+    start: str | None  # the input's start
+    error: str | None
+
+
+def _with_input(forecasts: Iterator[ForecastLine], inputs: Iterator[SeriesLine] | None,
+                uri: str) -> Iterator[_Item]:  # fmt: skip
+    if inputs is None:
+        for f in forecasts:
+            yield _Item(f, f.item_id, None, None, f.error)
+        return
+    for f, s in itertools.zip_longest(forecasts, inputs):
+        if f is None or s is None:
+            side = "input" if f is None else "forecasts"
+            raise ConfigError(
+                f"{uri}: the input and its forecasts have different line counts "
+                f"(the {side} file has more lines)"
+            )
+        error = f.error or (f"input line: {s.error}" if s.error else None)
+        history = None if s.target is None else int(s.target.size)
+        yield _Item(f, f.item_id or s.item_id, history, s.start, error)
+
+
+# An actual series no forecast asked for (matching by item_id): counted, not a problem, since
+# the actuals may well hold more series than were forecast.
+_NOT_FORECAST = "no forecast has this item_id"
+
+_Pair = tuple[SeriesLine | None, _Item | None, str | None]  # (actual, forecast, problem)
+
+
+def _by_order(actuals: Iterator[SeriesLine], items: Iterator[_Item]) -> Iterator[_Pair]:
+    for a, f in itertools.zip_longest(actuals, items):
+        if f is None:
+            yield a, None, "no forecast line for this actual line (the forecasts are shorter)"
+        elif a is None:
+            yield None, f, "no actual line for this forecast line (the actuals are shorter)"
+        else:
+            yield a, f, None
+
+
+def _by_item_id(actuals: Iterator[SeriesLine], items: Iterator[_Item]) -> Iterator[_Pair]:
+    # Only records whose partner has not come yet are held: none when the orders agree.
+    waiting_actual: dict[str, SeriesLine] = {}
+    waiting_item: dict[str, _Item] = {}
+    for a, f in itertools.zip_longest(actuals, items):
+        if a is not None:
+            if a.item_id is None:
+                yield a, None, "actual record has no item_id (alignment is by item_id)"
+            elif a.item_id in waiting_item:
+                yield a, waiting_item.pop(a.item_id), None
+            elif a.item_id in waiting_actual:
+                yield a, None, f"item_id {a.item_id!r} repeats in the actuals"
+            else:
+                waiting_actual[a.item_id] = a
+        if f is not None:
+            if f.item_id is None:
+                yield None, f, "forecast has no item_id (alignment is by item_id)"
+            elif f.item_id in waiting_actual:
+                yield waiting_actual.pop(f.item_id), f, None
+            elif f.item_id in waiting_item:
+                yield None, f, f"item_id {f.item_id!r} repeats in the forecasts"
+            else:
+                waiting_item[f.item_id] = f
+    for f in waiting_item.values():
+        yield None, f, f"no actual series with item_id {f.item_id!r}"
+    for a in waiting_actual.values():
+        yield a, None, _NOT_FORECAST
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring
+
+
+class _Scorer:
+    """Collects aligned series into blocks and folds their metrics into the totals."""
+
+    def __init__(self, seasonality: int, on_series: RowCallback | None) -> None:
+        self.seasonality = seasonality
+        self.on_series = on_series
+        self.keys: tuple[str, ...] | None = None  # fixed by the first forecast
+        self.levels: tuple[float, ...] = ()
+        self.order: list[str] = []  # keys sorted by level
+        self.horizon = 0
+        self.with_mean = False
+        self.totals: MetricTotals | None = None
+        # The block being collected, one entry per series.
+        self.rows: list[dict[str, Any]] = []
+        self.histories: list[np.ndarray] = []
+        self.horizons: list[np.ndarray] = []
+        self.quantiles: list[np.ndarray] = []  # (Q, P) each, in level order
+        self.means: list[np.ndarray] = []
+        self.series = 0
+        self.not_forecast = 0  # actual series that no forecast matched (by item_id)
+
+    def _fix_layout(self, f: ForecastLine) -> None:
+        assert f.quantiles is not None  # checked by the caller
+        keys = tuple(f.quantiles)
+        try:
+            levels = [float(k) for k in keys]
+        except ValueError:
+            raise ConfigError(f"quantile keys must be numbers, got {list(keys)}") from None
+        ranked = sorted(zip(levels, keys, strict=True))
+        self.levels = tuple(q for q, _ in ranked)
+        self.order = [k for _, k in ranked]
+        if 0.5 not in self.levels:
+            raise ConfigError(
+                f"the forecasts' quantiles {list(keys)} lack 0.5: the median is what "
+                "abs_error, MASE and sMAPE score (add it to the job's quantiles)"
+            )
+        self.keys = tuple(self.order)
+        self.horizon = len(next(iter(f.quantiles.values())))
+        self.with_mean = f.mean is not None
+        self.totals = MetricTotals(self.levels, keys=self.keys)
+
+    def check(self, f: ForecastLine) -> str | None:
+        """Why this forecast does not fit the layout of the first one, or None."""
+        assert f.quantiles is not None
+        if self.keys is None:
+            self._fix_layout(f)
+        if set(f.quantiles) != set(self.order):
+            return f"quantile keys {list(f.quantiles)} differ from the first line's {self.order}"
+        lengths = {len(v) for v in f.quantiles.values()}
+        if f.mean is not None:
+            lengths.add(len(f.mean))
+        if lengths != {self.horizon}:
+            return (
+                f"forecast arrays have {sorted(lengths)} points; "
+                f"the first line's have {self.horizon}"
+            )
+        if self.with_mean and f.mean is None:
+            return "no mean, unlike the first line (RMSE would mix means and medians)"
+        values = [*f.quantiles.values(), *([f.mean] if f.mean is not None else [])]
+        if not all(np.isfinite(v).all() for v in values):
+            return "the forecast holds NaN or null values"
+        return None
+
+    def add(self, row: dict[str, Any], history: np.ndarray, horizon: np.ndarray,
+            f: ForecastLine) -> None:  # fmt: skip
+        """Queue one aligned series (its forecast passed :meth:`check`)."""
+        assert f.quantiles is not None  # checked
+        self.rows.append(row)
+        self.histories.append(history)
+        self.horizons.append(horizon)
+        self.quantiles.append(np.stack([f.quantiles[k] for k in self.order]))
+        if self.with_mean:
+            assert f.mean is not None  # checked
+            self.means.append(f.mean)
+        if len(self.rows) >= BLOCK_SERIES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Score the queued series and fold them into the totals."""
+        if not self.rows:
+            return
+        assert self.totals is not None  # set with the first forecast
+        rows, histories = self.rows, self.histories
+        actual = np.stack(self.horizons)  # (B, P)
+        quantiles = np.stack(self.quantiles)  # (B, Q, P)
+        mean = np.stack(self.means) if self.with_mean else None
+        self.rows, self.histories, self.horizons, self.quantiles, self.means = [], [], [], [], []
+        lengths = np.array([h.size for h in histories], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        scale = seasonal_errors(np.concatenate(histories), offsets, self.seasonality)
+        metrics = series_metrics(
+            actual, quantiles, self.levels, keys=self.keys, mean=mean, seasonal_error=scale
+        )
+        self.totals.add(metrics)
+        self.series += len(rows)
+        if self.on_series is not None:
+            for b, row in enumerate(rows):
+                self.on_series({**row, **{k: float(v[b]) for k, v in metrics.items()}})
+
+
+def _horizon(a: SeriesLine, item: _Item, horizon: int) -> tuple[np.ndarray, np.ndarray] | str:
+    """(history, horizon actuals) of one aligned pair, or why it cannot be scored."""
+    assert a.target is not None
+    target = a.target.astype(np.float64)
+    if item.history is None:
+        if target.size < horizon:
+            return (
+                f"the actual series has {target.size} points, fewer than the forecast's "
+                f"{horizon} (without an input, the horizon is its last {horizon} points)"
+            )
+        return target[: target.size - horizon], target[target.size - horizon :]
+    n = item.history
+    if target.size < n:
+        return f"the actual series has {target.size} points, fewer than the input's {n}"
+    if item.start is not None and a.start != item.start:
+        return f"the actual series starts at {a.start!r}, the input at {item.start!r}"
+    future = target[n : n + horizon]
+    if future.size < horizon:  # the actuals end inside the horizon: the rest is missing
+        future = np.concatenate([future, np.full(horizon - future.size, np.nan)])
+    return target[:n], future
+
+
+def _peek(iterator: Iterator[Any]) -> tuple[Any, Iterator[Any]]:
+    first = next(iterator, None)
+    return first, (iterator if first is None else itertools.chain([first], iterator))
+
+
+class _Problems:
+    """Skipped lines: an exact count, the first ``MAX_PROBLEMS`` with their reason."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.kept: list[dict[str, Any]] = []
+
+    def add(self, uri: str, line: int, reason: str) -> None:
+        self.count += 1
+        if len(self.kept) < MAX_PROBLEMS:
+            self.kept.append({"uri": uri, "line": line, "reason": reason})
+
+
+def _score_file(
+    forecasts: str, actuals: str, input_uri: str | None, scorer: _Scorer, problems: _Problems
+) -> str:
+    """Align one output file with its actuals (and input) and score it; the alignment used."""
+    items = _with_input(
+        iter_forecasts(forecasts), iter_series(input_uri) if input_uri else None, forecasts
+    )
+    first_item, items = _peek(items)
+    first_actual, actual_lines = _peek(iter_series(actuals))
+    by_id = (
+        first_item is not None
+        and first_actual is not None
+        and first_item.item_id is not None
+        and first_actual.item_id is not None
+    )
+    for a, item, problem in (_by_item_id if by_id else _by_order)(actual_lines, items):
+        if problem is _NOT_FORECAST:
+            scorer.not_forecast += 1
+            continue
+        reason = (item.error if item else None) or (a.error if a else None) or problem
+        if reason is None and item is not None:
+            reason = scorer.check(item.forecast)
+        if reason is None and a is not None and item is not None:
+            cut = _horizon(a, item, scorer.horizon)
+            if not isinstance(cut, str):
+                row = {"file": forecasts, "line": item.forecast.line,
+                       "item_id": item.item_id or a.item_id}  # fmt: skip
+                scorer.add(row, cut[0], cut[1], item.forecast)
+                continue
+            reason = cut
+        if item is not None:
+            problems.add(forecasts, item.forecast.line, reason or "unmatched")
+        else:
+            problems.add(actuals, a.line if a else 0, reason or "unmatched")
+    scorer.flush()
+    return "item_id" if by_id else "order"
+
+
+def evaluate(
+    actuals: str,
+    forecasts: str,
+    *,
+    input: str | None = None,
+    seasonality: int | None = None,
+    freq: str | None = None,
+    model: str | None = None,
+    on_series: RowCallback | None = None,
+) -> Evaluation:
+    """Score a transform's forecasts against the actual series (the module docstring has the
+    alignment rules; ``batchcast.forecast.metrics`` the definitions).
+
+    Args:
+        actuals: file, folder, glob or ``s3://`` prefix of full series (history + horizon).
+        forecasts: a ``.out`` file or a transform's output folder.
+        input: the transform's input (file or folder); fixes where each horizon starts.
+        seasonality: MASE's seasonal lag; see :func:`resolve_seasonality` for the default.
+        freq: the data's ``time_freq``, for the default seasonality.
+        model: a model whose frequency gives the default seasonality.
+        on_series: called with each scored series' row (``file``, ``line``, ``item_id`` and
+            every per-series metric), as soon as its block is scored.
+
+    Returns:
+        The aggregate metrics and what was skipped.
+
+    Raises:
+        ConfigError: when an input names nothing, no output file pairs with an actuals
+            file, the forecasts lack the 0.5 quantile, or no series could be scored.
+        ShardError: when a file cannot be read.
+    """
+    m, source = resolve_seasonality(
+        seasonality=seasonality, freq=freq, model=model, forecasts=forecasts
+    )
+    pairs = pair_files(forecasts, actuals, what="actuals")
+    if not any(p.forecasts and p.series for p in pairs):
+        raise ConfigError(
+            f"no forecast file pairs with an actuals file: forecasts {forecasts!r} "
+            f"(<relpath>.out) vs actuals {actuals!r} (<relpath>)"
+        )
+    inputs: dict[str, str] = {}
+    if input is not None:
+        by_input = [p for p in pair_files(forecasts, input, what="input") if p.series]
+        inputs = {p.key: p.series for p in by_input if p.series}
+        if len(pairs) == 1 and len(by_input) == 1 and by_input[0].series:
+            inputs = {pairs[0].key: by_input[0].series}  # single files pair whatever their names
+    scorer = _Scorer(m, on_series)
+    problems = _Problems()
+    files = []
+    for pair in pairs:
+        entry: dict[str, Any] = {
+            "forecasts": pair.forecasts,
+            "actuals": pair.series,
+            "input": inputs.get(pair.key),
+            "alignment": None,
+            "series": 0,
+            "skipped": 0,
+            "actuals_not_forecast": 0,
+        }
+        files.append(entry)
+        if pair.forecasts is None or pair.series is None:
+            continue  # listed with the missing side as None
+        if input is not None and pair.key not in inputs:
+            raise ConfigError(f"no input file pairs with the forecasts {pair.forecasts!r}")
+        series, skipped, extra = scorer.series, problems.count, scorer.not_forecast
+        entry["alignment"] = _score_file(
+            pair.forecasts, pair.series, inputs.get(pair.key), scorer, problems
+        )
+        entry["series"] = scorer.series - series
+        entry["skipped"] = problems.count - skipped
+        entry["actuals_not_forecast"] = scorer.not_forecast - extra
+    if scorer.totals is None or scorer.series == 0:
+        first = problems.kept[0] if problems.kept else None
+        detail = f"; first: {first['uri']}:{first['line']}: {first['reason']}" if first else ""
+        raise ConfigError(f"no series could be scored ({problems.count} skipped){detail}")
+    pair_at = msis_pair(scorer.levels)
+    return Evaluation(
+        metrics=scorer.totals.result(),
+        quantiles=tuple(scorer.order),
+        msis_interval=(scorer.order[pair_at[0]], scorer.order[pair_at[1]]) if pair_at else None,
+        seasonality=m,
+        seasonality_source=source,
+        series=scorer.series,
+        skipped=problems.count,
+        problems=problems.kept,
+        files=files,
+    )
