@@ -186,10 +186,14 @@ def fan_chart(panels: Sequence[Panel], *, history_points: int | None = None) -> 
     for ax in axes.flat:  # one legend for the figure: the union of what panels show
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(label, handle)
+    bottom = 0.0
     if handles:
-        fig.legend(list(handles.values()), list(handles), loc="lower center",
-                   ncol=min(len(handles), 8), fontsize=8, frameon=False)  # fmt: skip
-    fig.tight_layout(rect=(0, 0.06 if rows == 1 else 0.03, 1, 1))
+        ncol = min(len(handles), 4 * columns)  # about four entries per panel's width
+        legend_rows = math.ceil(len(handles) / ncol)
+        bottom = 0.28 * legend_rows / fig.get_figheight()  # ~0.28 inch per legend row
+        fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=ncol,
+                   fontsize=8, frameon=False)  # fmt: skip
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     return fig
 
 
