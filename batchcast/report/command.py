@@ -304,7 +304,11 @@ def _add_backtest(sub: Any) -> None:
         "--inference-config",
         help="DEEPAR_INFERENCE_CONFIG as JSON (its quantiles must include 0.5)",
     )
-    t.add_argument("--batch-strategy", choices=["SingleRecord", "MultiRecord"])
+    t.add_argument(
+        "--batch-strategy",
+        choices=["SingleRecord", "MultiRecord"],
+        help="BatchStrategy (records are vectorised either way)",
+    )
     t.add_argument("--max-payload-mb", type=float, help="largest record in MB (1-100, default 6)")
     t.add_argument("--shard-mb", type=float, help="target shard size in MB (default 4)")
     t.add_argument("--pipeline", choices=["auto", "fused", "split"], help="default auto")

@@ -8,7 +8,8 @@ Alignment, per pair of files:
 
 - **by ``item_id``** when the first actual record and the first forecast record (or, with
   ``input``, the first input record) both carry an ``item_id`` (forward it with
-  ``transform --forward-fields item_id``);
+  ``transform --forward-fields item_id``); two records without one on the same line (bad
+  lines, typically) pair with each other;
 - **by order** otherwise: forecast line *i* answers actual line *i*.
 
 A forecast line always answers the input line with its number (the transform's contract), so
@@ -266,6 +267,9 @@ def _by_item_id(actuals: Iterator[SeriesLine], items: Iterator[_Item]) -> Iterat
     waiting_actual: dict[str, SeriesLine] = {}
     waiting_item: dict[str, _Item] = {}
     for a, f in itertools.zip_longest(actuals, items):
+        if a is not None and f is not None and a.item_id is None and f.item_id is None:
+            yield a, f, None  # neither has an id (bad lines, typically): pair them by line
+            continue
         if a is not None:
             if a.item_id is None:
                 yield a, None, "actual record has no item_id (alignment is by item_id)"

@@ -205,7 +205,10 @@ def _forecast(line: int, raw: bytes) -> ForecastLine:
     item = item_key(record)
     if "error" in record:  # on_error="record": the input line's error, in its place
         error = record["error"]
-        message = error.get("message") if isinstance(error, dict) else error
+        if isinstance(error, dict):
+            message = f"field {error.get('field')!r}: {error.get('message')}"
+        else:
+            message = str(error)
         return ForecastLine(line, item, None, None, f"the transform reported: {message}")
     body = record.get("SageMakerOutput", record)  # JoinSource=Input nests the forecast
     if not isinstance(body, dict):

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from conftest import KEYS, Case, gluonts_metrics, write_case
+from report_cases import KEYS, Case, gluonts_metrics, write_case
 
 from batchcast.errors import ConfigError
 from batchcast.forecast.metrics import evaluate_arrays

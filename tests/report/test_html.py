@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from conftest import Case
+from report_cases import Case
 
 from batchcast.errors import ConfigError
 from batchcast.report.evaluate import evaluate

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-from conftest import Case, write_case
+from report_cases import Case, write_case
 
 from batchcast.errors import ConfigError
 from batchcast.report.plots import (
