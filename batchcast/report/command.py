@@ -1,5 +1,8 @@
 """The ``evaluate``, ``plot`` and ``backtest`` subcommands: argument parsing and printing.
 
+Registering them costs nothing at start-up: everything heavier than argparse and orjson
+(``io``'s boto3, matplotlib, Ray) is imported by the command that needs it.
+
 ``cli.py`` registers them with :func:`add_parsers`; each parser sets ``func``, which takes
 the parsed arguments and returns the exit status (a :class:`BatchcastError` it raises is
 turned into ``Type: message`` by ``cli.main``). The work is done by
@@ -18,7 +21,6 @@ from typing import Any
 import orjson
 
 from batchcast.errors import ConfigError
-from batchcast.io import open_sink
 
 __all__ = ["add_parsers", "format_evaluation"]
 
@@ -85,6 +87,8 @@ def _per_series(path: str | None) -> Iterator[Callable[[dict[str, Any]], None] |
     if path is None:
         yield None
         return
+    from batchcast.io import open_sink
+
     with open_sink(path) as sink:
         # orjson writes NaN and inf as null: JSON has neither.
         yield lambda row: sink.write(orjson.dumps(row) + b"\n")

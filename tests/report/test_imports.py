@@ -26,3 +26,9 @@ def test_report_imports_neither_torch_nor_ray() -> None:
     )
     assert {"torch", "ray"}.isdisjoint(loaded)
     assert "matplotlib" not in loaded  # loaded on the first chart, not on import
+
+
+def test_registering_the_commands_is_cheap() -> None:
+    """cli.py imports report.command on every start: it must not pull in io (boto3)."""
+    loaded = _loaded_after("import batchcast.report.command")
+    assert {"boto3", "smart_open", "numpy", "matplotlib", "torch", "ray"}.isdisjoint(loaded)
