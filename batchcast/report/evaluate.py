@@ -356,8 +356,8 @@ class _Scorer:
             )
         if self.with_mean and f.mean is None:
             return "no mean, unlike the first line (RMSE would mix means and medians)"
-        values = [*f.quantiles.values(), *([f.mean] if f.mean is not None else [])]
-        if not all(np.isfinite(v).all() for v in values):
+        values = np.stack([*f.quantiles.values(), *([f.mean] if f.mean is not None else [])])
+        if not np.isfinite(values).all():
             return "the forecast holds NaN or null values"
         return None
 

@@ -186,8 +186,8 @@ def _array(value: Any, name: str) -> np.ndarray:
     if not isinstance(value, list):
         raise ValueError(f"{name} is not an array")
     try:
-        # null (a NaN the encoder wrote as JSON null) becomes NaN
-        out = np.array([np.nan if v is None else v for v in value], dtype=np.float64)
+        # numpy reads null (a NaN the encoder wrote as JSON null) as NaN in a float array
+        out = np.array(value, dtype=np.float64)
     except (TypeError, ValueError):
         raise ValueError(f"{name} is not an array of numbers") from None
     if out.ndim != 1:
