@@ -164,7 +164,10 @@ def model_frequency(model: str) -> str:
 
 def _job_model(forecasts: str) -> str | None:
     """The model named by the job summary beside ``forecasts``, if there is one."""
-    folder = forecasts if not forecasts.endswith(".out") else forecasts.rsplit("/", 1)[0]
+    if forecasts.endswith(".out"):  # one output file: the summary is in its folder
+        folder = forecasts.rsplit("/", 1)[0] if "/" in forecasts else "."
+    else:
+        folder = forecasts
     try:
         with open_range(join_uri(folder, _JOB_SUMMARY)) as stream:
             model = orjson.loads(stream.read())["job"]["model"]
