@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from batchcast.forecast.config import parse_frequency
+from batchcast.forecast.frequency import parse_frequency
 
 __all__ = ["synthetic_records", "write_jsonl"]
 

@@ -1,110 +1,38 @@
 """Hyperparameters, the resolved model signature and the inference configuration.
 
+Three frozen values, each validated in ``__post_init__``, which stores the normalised value
+it checked (``DeepARConfig(context_length="24").context_length == 24``): every value may
+arrive as text, the way SageMaker passes hyperparameters, and :mod:`batchcast.coerce` holds
+the rules. The frequency is :mod:`batchcast.forecast.frequency`'s.
+
 No torch here: ``io`` validates records against a model's :class:`ModelSpec` without loading
-torch. Every value may arrive as a string, the way SageMaker passes hyperparameters.
+torch.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
+from batchcast.coerce import as_choice_or_int, as_choice_or_ints, as_float, as_int, as_list
 from batchcast.errors import ConfigError
+from batchcast.forecast.frequency import Frequency, parse_frequency
 
 __all__ = [
     "LIKELIHOODS",
     "OUTPUT_TYPES",
     "DeepARConfig",
-    "Frequency",
     "InferenceConfig",
     "ModelSpec",
-    "parse_frequency",
 ]
 
 LIKELIHOODS = ("student-T", "gaussian", "negative-binomial", "beta", "deterministic-L1")
 OUTPUT_TYPES = ("mean", "quantiles", "samples")
 DEFAULT_QUANTILES = ("0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9")
-
-FreqUnit = Literal["min", "H", "D", "W", "M"]
-_FREQ_RE = re.compile(r"^\s*(\d*)\s*(min|H|D|W|M)\s*$")
-
-
-@dataclass(frozen=True)
-class Frequency:
-    """A SageMaker ``time_freq``: an integer ``multiple`` of a base ``unit``."""
-
-    multiple: int
-    unit: FreqUnit
-
-    def __str__(self) -> str:
-        return self.unit if self.multiple == 1 else f"{self.multiple}{self.unit}"
-
-
-def parse_frequency(value: str) -> Frequency:
-    """Parse ``time_freq``: ``min``, ``H``, ``D``, ``W`` or ``M`` times an integer (``5min``).
-
-    Raises:
-        ConfigError: naming the value and the accepted forms.
-    """
-    match = _FREQ_RE.match(str(value))
-    if match is None or (match.group(1) and int(match.group(1)) < 1):
-        raise ConfigError(
-            f"time_freq must be an integer multiple of min, H, D, W or M (e.g. '5min', '2H', 'D'), "
-            f"got {value!r}"
-        )
-    multiple = int(match.group(1)) if match.group(1) else 1
-    return Frequency(multiple, match.group(2))  # type: ignore[arg-type]  # regex admits only FreqUnit
-
-
-# ---------------------------------------------------------------------------------------------
-# Coercion of SageMaker-style values (strings allowed)
-
-
-def _as_int(name: str, value: Any, *, minimum: int = 1) -> int:
-    if isinstance(value, bool):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    try:
-        number = int(value) if not isinstance(value, float) else None
-    except (TypeError, ValueError):
-        number = None
-    if number is None:
-        if isinstance(value, float) and value.is_integer():
-            number = int(value)
-        else:
-            raise ConfigError(f"{name} must be an integer, got {value!r}")
-    if number < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {number}")
-    return number
-
-
-def _as_float(name: str, value: Any) -> float:
-    if isinstance(value, bool):
-        raise ConfigError(f"{name} must be a number, got {value!r}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise ConfigError(f"{name} must be finite, got {value!r}")
-    return number
-
-
-def _as_list(name: str, value: Any) -> list[Any]:
-    """A JSON array, given as a list or as its string form (``"[2, 3]"``)."""
-    if isinstance(value, str):
-        try:
-            value = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            raise ConfigError(f"{name} must be a JSON array, got {value!r}") from None
-    if not isinstance(value, (list, tuple)):
-        raise ConfigError(f"{name} must be a JSON array, got {value!r}")
-    return list(value)
 
 
 def _quantile_key(name: str, value: Any) -> str:
@@ -121,8 +49,40 @@ def _quantile_key(name: str, value: Any) -> str:
     return key
 
 
+def _likelihood(value: Any) -> str:
+    if value not in LIKELIHOODS:
+        raise ConfigError(f"likelihood must be one of {list(LIKELIHOODS)}, got {value!r}")
+    return str(value)
+
+
+def _dropout_rate(value: Any) -> float:
+    rate = as_float("dropout_rate", value)
+    if not 0.0 <= rate < 1.0:
+        raise ConfigError(f"dropout_rate must be in [0, 1), got {rate}")
+    return rate
+
+
+def _freeze(instance: object, **values: Any) -> None:
+    """Store normalised field values on a frozen dataclass (from its ``__post_init__``)."""
+    for name, value in values.items():
+        object.__setattr__(instance, name, value)
+
+
 # ---------------------------------------------------------------------------------------------
 # Hyperparameters
+
+_REQUIRED_HYPERPARAMETERS = ("time_freq", "context_length", "prediction_length", "epochs")
+# Positive integers, checked and stored the same way.
+_POSITIVE_INTS = (
+    "context_length",
+    "prediction_length",
+    "epochs",
+    "num_cells",
+    "num_layers",
+    "embedding_dimension",
+    "mini_batch_size",
+    "num_eval_samples",
+)
 
 
 @dataclass(frozen=True)
@@ -131,7 +91,12 @@ class DeepARConfig:
 
     ``cardinality`` and ``num_dynamic_feat`` keep SageMaker's three forms: ``"auto"`` (use the
     feature if the training data has it), ``"ignore"`` (never use it), or an explicit value.
-    Build from a SageMaker hyperparameter dict with :meth:`from_hyperparameters`.
+    Any field may be given as text (``"24"``, ``"[2, 3]"``, ``"1e-3"``); the instance holds
+    the parsed value. Build from a SageMaker hyperparameter dict with
+    :meth:`from_hyperparameters`, which also rejects unknown and missing names.
+
+    Raises:
+        ConfigError: on construction, for an invalid value (naming the field and the value).
     """
 
     time_freq: str
@@ -149,53 +114,47 @@ class DeepARConfig:
     learning_rate: float = 1e-3
     mini_batch_size: int = 128
     # None: train for all epochs. SageMaker only stops early when a test channel is given;
-    # without one we watch the training loss instead (documented in the README).
+    # without one we watch the training loss instead (documented in the README). The text
+    # forms "" and "None" mean None, as SageMaker's console sends an unset value.
     early_stopping_patience: int | None = None
     test_quantiles: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
     num_eval_samples: int = 100
 
     def __post_init__(self) -> None:
         parse_frequency(self.time_freq)
-        for name in ("context_length", "prediction_length", "epochs", "num_cells", "num_layers"):
-            _as_int(name, getattr(self, name))
-        _as_int("embedding_dimension", self.embedding_dimension)
-        _as_int("mini_batch_size", self.mini_batch_size)
-        _as_int("num_eval_samples", self.num_eval_samples)
-        if self.likelihood not in LIKELIHOODS:
-            raise ConfigError(
-                f"likelihood must be one of {list(LIKELIHOODS)}, got {self.likelihood!r}"
-            )
-        if not 0.0 <= self.dropout_rate < 1.0:
-            raise ConfigError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
-        if not self.learning_rate > 0.0:
-            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.early_stopping_patience is not None:
-            _as_int("early_stopping_patience", self.early_stopping_patience)
-        if isinstance(self.cardinality, str):
-            if self.cardinality not in ("auto", "ignore"):
-                raise ConfigError(
-                    f"cardinality must be 'auto', 'ignore' or a list of positive integers, "
-                    f"got {self.cardinality!r}"
-                )
-        else:
-            for c in self.cardinality:
-                _as_int("cardinality entries", c)
-        if isinstance(self.num_dynamic_feat, str):
-            if self.num_dynamic_feat not in ("auto", "ignore"):
-                raise ConfigError(
-                    f"num_dynamic_feat must be 'auto', 'ignore' or an integer >= 0, "
-                    f"got {self.num_dynamic_feat!r}"
-                )
-        else:
-            _as_int("num_dynamic_feat", self.num_dynamic_feat, minimum=0)
-        if not self.test_quantiles:
+        _freeze(self, **{name: as_int(name, getattr(self, name)) for name in _POSITIVE_INTS})
+        learning_rate = as_float("learning_rate", self.learning_rate)
+        if not learning_rate > 0.0:
+            raise ConfigError(f"learning_rate must be > 0, got {learning_rate}")
+        patience = self.early_stopping_patience
+        test_quantiles = tuple(
+            as_float("test_quantiles entries", q)
+            for q in as_list("test_quantiles", self.test_quantiles)
+        )
+        if not test_quantiles:
             raise ConfigError("test_quantiles must not be empty")
-        for q in self.test_quantiles:
+        for q in test_quantiles:
             if not 0.0 < q < 1.0:
                 raise ConfigError(f"test_quantiles entries must be in (0, 1), got {q}")
+        _freeze(
+            self,
+            time_freq=str(self.time_freq),
+            likelihood=_likelihood(self.likelihood),
+            dropout_rate=_dropout_rate(self.dropout_rate),
+            learning_rate=learning_rate,
+            early_stopping_patience=(
+                None
+                if patience is None or patience in ("", "None")
+                else as_int("early_stopping_patience", patience)
+            ),
+            cardinality=as_choice_or_ints("cardinality", self.cardinality),
+            num_dynamic_feat=as_choice_or_int("num_dynamic_feat", self.num_dynamic_feat),
+            test_quantiles=test_quantiles,
+        )
 
     @property
     def frequency(self) -> Frequency:
+        """``time_freq`` parsed."""
         return parse_frequency(self.time_freq)
 
     @classmethod
@@ -209,53 +168,10 @@ class DeepARConfig:
         unknown = sorted(set(hyperparameters) - known)
         if unknown:
             raise ConfigError(f"unknown hyperparameter(s) {unknown}; known: {sorted(known)}")
-        missing = [
-            n
-            for n in ("time_freq", "context_length", "prediction_length", "epochs")
-            if n not in hyperparameters
-        ]
+        missing = [n for n in _REQUIRED_HYPERPARAMETERS if n not in hyperparameters]
         if missing:
             raise ConfigError(f"missing required hyperparameter(s) {missing}")
-        hp = dict(hyperparameters)
-        kwargs: dict[str, Any] = {"time_freq": str(hp.pop("time_freq"))}
-        for name in (
-            "context_length",
-            "prediction_length",
-            "epochs",
-            "num_cells",
-            "num_layers",
-            "embedding_dimension",
-            "mini_batch_size",
-            "num_eval_samples",
-        ):
-            if name in hp:
-                kwargs[name] = _as_int(name, hp.pop(name))
-        for name in ("dropout_rate", "learning_rate"):
-            if name in hp:
-                kwargs[name] = _as_float(name, hp.pop(name))
-        if "likelihood" in hp:
-            kwargs["likelihood"] = str(hp.pop("likelihood"))
-        if "early_stopping_patience" in hp:
-            value = hp.pop("early_stopping_patience")
-            kwargs["early_stopping_patience"] = (
-                None if value in (None, "", "None") else _as_int("early_stopping_patience", value)
-            )
-        if "cardinality" in hp:
-            kwargs["cardinality"] = _choice_or_list("cardinality", hp.pop("cardinality"))
-        if "num_dynamic_feat" in hp:
-            value = hp.pop("num_dynamic_feat")
-            kwargs["num_dynamic_feat"] = (
-                value
-                if value in ("auto", "ignore")
-                else _as_int("num_dynamic_feat", value, minimum=0)
-            )
-        if "test_quantiles" in hp:
-            kwargs["test_quantiles"] = tuple(
-                _as_float("test_quantiles entries", q)
-                for q in _as_list("test_quantiles", hp.pop("test_quantiles"))
-            )
-        assert not hp, f"unhandled hyperparameters {hp}"  # every known field is handled above
-        return cls(**kwargs)
+        return cls(**hyperparameters)
 
     def to_hyperparameters(self) -> dict[str, Any]:
         """The hyperparameters as a JSON-ready dict (inverse of :meth:`from_hyperparameters`)."""
@@ -268,12 +184,6 @@ class DeepARConfig:
         return out
 
 
-def _choice_or_list(name: str, value: Any) -> str | tuple[int, ...]:
-    if value in ("auto", "ignore"):
-        return str(value)
-    return tuple(_as_int(f"{name} entries", v) for v in _as_list(name, value))
-
-
 # ---------------------------------------------------------------------------------------------
 # The resolved model signature (what a trained model is)
 
@@ -284,6 +194,10 @@ class ModelSpec:
 
     Unlike :class:`DeepARConfig`, nothing here is left to ``auto``: the cardinalities, the
     dynamic-feature count and the lags are resolved. ``io`` validates records against it.
+    Sequences are stored as tuples and numbers as ``int``/``float`` whatever was given.
+
+    Raises:
+        ConfigError: on construction, for an invalid or inconsistent value.
     """
 
     freq: str
@@ -304,34 +218,49 @@ class ModelSpec:
     # neighbours in a batch.
     default_scale: float | None = None
     minimum_scale: float = 1e-10
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         parse_frequency(self.freq)
-        _as_int("context_length", self.context_length)
-        _as_int("prediction_length", self.prediction_length)
-        if not self.lags or min(self.lags) < 1 or list(self.lags) != sorted(set(self.lags)):
+        lags = tuple(as_int("lags entries", v) for v in as_list("lags", self.lags))
+        if not lags or list(lags) != sorted(set(lags)):
             raise ConfigError(f"lags must be ascending distinct integers >= 1, got {self.lags}")
-        for name in ("num_cells", "num_layers"):
-            _as_int(name, getattr(self, name))
-        for c in (*self.cardinality, *self.embedding_dims):
-            _as_int("cardinality and embedding_dims entries", c)
-        _as_int("num_dynamic_feat", self.num_dynamic_feat, minimum=0)
-        _as_int("num_time_features", self.num_time_features, minimum=0)
-        if not 0.0 <= self.dropout_rate < 1.0:
-            raise ConfigError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
-        if len(self.cardinality) != len(self.embedding_dims):
+        cardinality, embedding_dims = (
+            tuple(as_int(f"{name} entries", v) for v in as_list(name, getattr(self, name)))
+            for name in ("cardinality", "embedding_dims")
+        )
+        if len(cardinality) != len(embedding_dims):
             raise ConfigError(
                 f"embedding_dims must have one entry per cardinality, got {self.embedding_dims} "
                 f"for {self.cardinality}"
             )
-        if self.likelihood not in LIKELIHOODS:
-            raise ConfigError(
-                f"likelihood must be one of {list(LIKELIHOODS)}, got {self.likelihood!r}"
-            )
+        minimum_scale = as_float("minimum_scale", self.minimum_scale)
+        if not minimum_scale > 0.0:
+            raise ConfigError(f"minimum_scale must be > 0, got {minimum_scale}")
+        _freeze(
+            self,
+            freq=str(self.freq),
+            context_length=as_int("context_length", self.context_length),
+            prediction_length=as_int("prediction_length", self.prediction_length),
+            lags=lags,
+            num_time_features=as_int("num_time_features", self.num_time_features, minimum=0),
+            cardinality=cardinality,
+            embedding_dims=embedding_dims,
+            num_dynamic_feat=as_int("num_dynamic_feat", self.num_dynamic_feat, minimum=0),
+            num_cells=as_int("num_cells", self.num_cells),
+            num_layers=as_int("num_layers", self.num_layers),
+            dropout_rate=_dropout_rate(self.dropout_rate),
+            likelihood=_likelihood(self.likelihood),
+            default_scale=(
+                None
+                if self.default_scale is None
+                else as_float("default_scale", self.default_scale)
+            ),
+            minimum_scale=minimum_scale,
+        )
 
     @property
     def frequency(self) -> Frequency:
+        """``freq`` parsed."""
         return parse_frequency(self.freq)
 
     @property
@@ -354,22 +283,27 @@ class ModelSpec:
         return len(self.lags) + sum(self.embedding_dims) + 1 + self.num_feature_columns
 
     def to_dict(self) -> dict[str, Any]:
+        """The spec as a JSON-ready dict (sequences as lists)."""
         out = dataclasses.asdict(self)
         for key in ("lags", "cardinality", "embedding_dims"):
             out[key] = list(out[key])
-        out["extra"] = dict(self.extra)
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
+        """The inverse of :meth:`to_dict`.
+
+        Raises:
+            ConfigError: for an unknown field or an invalid value.
+        """
+        kwargs = dict(data)
+        # Models saved before ModelSpec.extra was removed hold an "extra" object that nothing
+        # ever read; it is dropped, so they still load.
+        kwargs.pop("extra", None)
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(kwargs) - known)
         if unknown:
             raise ConfigError(f"unknown model spec field(s) {unknown}")
-        kwargs = dict(data)
-        for key in ("lags", "cardinality", "embedding_dims"):
-            if key in kwargs:
-                kwargs[key] = tuple(_as_int(f"{key} entries", v, minimum=0) for v in kwargs[key])
         return cls(**kwargs)
 
 
@@ -389,7 +323,7 @@ class InferenceConfig:
     quantiles: tuple[str, ...] = DEFAULT_QUANTILES
 
     def __post_init__(self) -> None:
-        _as_int("num_samples", self.num_samples)
+        object.__setattr__(self, "num_samples", as_int("num_samples", self.num_samples))
         if not self.output_types:
             raise ConfigError(
                 f"output_types must be a non-empty subset of {list(OUTPUT_TYPES)}, got []"
@@ -434,7 +368,7 @@ class InferenceConfig:
             )
         kwargs: dict[str, Any] = {}
         if "num_samples" in data:
-            kwargs["num_samples"] = _as_int("num_samples", data["num_samples"])
+            kwargs["num_samples"] = as_int("num_samples", data["num_samples"])
         if "output_types" in data:
             types = data["output_types"]
             if isinstance(types, str) or not isinstance(types, Sequence):

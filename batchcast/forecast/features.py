@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from batchcast.forecast.config import Frequency, ModelSpec, parse_frequency
+from batchcast.forecast.config import ModelSpec
+from batchcast.forecast.frequency import Frequency, parse_frequency
 from batchcast.forecast.series import SeriesBatch
 
 __all__ = [

@@ -51,7 +51,8 @@ import torch
 
 from batchcast.errors import ConfigError, ModelError
 from batchcast.forecast.artifacts import LoadedModel, save_model
-from batchcast.forecast.config import Frequency, ModelSpec, parse_frequency
+from batchcast.forecast.config import ModelSpec
+from batchcast.forecast.frequency import Frequency, parse_frequency
 from batchcast.forecast.features import lags_for_frequency, time_feature_names
 from batchcast.forecast.likelihoods import get_likelihood
 from batchcast.forecast.model import DeepAR

@@ -40,7 +40,7 @@ import numpy as np
 import orjson
 
 from batchcast.errors import BatchcastError, ConfigError
-from batchcast.forecast.config import parse_frequency
+from batchcast.forecast.frequency import parse_frequency
 from batchcast.forecast.metrics import MetricTotals, msis_pair, seasonal_errors, series_metrics
 from batchcast.forecast.metrics import seasonality as default_seasonality
 from batchcast.io import join_uri, open_range

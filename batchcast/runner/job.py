@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from batchcast.coerce import as_float, as_int
 from batchcast.errors import ConfigError
 from batchcast.forecast.config import InferenceConfig
 from batchcast.io.join import Join
@@ -155,9 +156,9 @@ class TransformJob:
             kwargs["name"] = _string("TransformJobName", body["TransformJobName"])
         concurrent = body.get("MaxConcurrentTransforms")
         if concurrent not in (None, 0):  # 0: unset, as in SageMaker
-            kwargs["workers"] = _positive_int("MaxConcurrentTransforms", concurrent)
+            kwargs["workers"] = as_int("MaxConcurrentTransforms", concurrent)
         if "MaxPayloadInMB" in body:
-            kwargs["max_payload_mb"] = _number("MaxPayloadInMB", body["MaxPayloadInMB"])
+            kwargs["max_payload_mb"] = as_float("MaxPayloadInMB", body["MaxPayloadInMB"])
         if "BatchStrategy" in body:
             kwargs["batch_strategy"] = body["BatchStrategy"]
         kwargs.update(_environment(body.get("Environment") or {}, ignored))
@@ -223,7 +224,7 @@ class TransformJob:
                 inference = inference_from_env_value(text, where="environment variable")
                 job = replace(job, inference=inference)
         if job.workers is None and environ.get("MODEL_SERVER_WORKERS", "").strip():
-            workers = _positive_int("MODEL_SERVER_WORKERS", environ["MODEL_SERVER_WORKERS"])
+            workers = as_int("MODEL_SERVER_WORKERS", environ["MODEL_SERVER_WORKERS"])
             job = replace(job, workers=workers)
         if forward_fields:
             job = replace(job, join=replace(job.join, forward_fields=tuple(forward_fields)))
@@ -291,29 +292,6 @@ def _no_unknown(where: str, data: Mapping[str, Any], known: tuple[str, ...]) -> 
         raise ConfigError(f"unknown key(s) {unknown} in {where}; known: {sorted(known)}")
 
 
-def _positive_int(name: str, value: Any) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}") from None
-    if (
-        isinstance(value, bool)
-        or number < 1
-        or (isinstance(value, float) and not value.is_integer())
-    ):
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    return number
-
-
-def _number(name: str, value: Any) -> float:
-    if isinstance(value, bool):
-        raise ConfigError(f"{name} must be a number, got {value!r}")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
-
-
 def _string(name: str, value: Any) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"{name} must be a string, got {value!r}")
@@ -333,7 +311,7 @@ def _environment(env: Any, ignored: list[tuple[str, str]]) -> dict[str, Any]:
         if key == "DEEPAR_INFERENCE_CONFIG":
             out["inference"] = inference_from_env_value(value, where="Environment")
         elif key == "MODEL_SERVER_WORKERS":
-            out["workers"] = _positive_int("MODEL_SERVER_WORKERS", value)
+            out["workers"] = as_int("MODEL_SERVER_WORKERS", value)
         elif key == "MODEL_SERVER_TIMEOUT":
             # An HTTP model server's per-request timeout; there is no such server here.
             ignored.append(("Environment.MODEL_SERVER_TIMEOUT", "no model server here"))

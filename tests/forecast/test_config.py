@@ -15,7 +15,7 @@ import pytest
 
 from batchcast.errors import ConfigError
 from batchcast.forecast import DeepARConfig, Frequency, InferenceConfig, ModelSpec
-from batchcast.forecast.config import parse_frequency
+from batchcast.forecast.frequency import parse_frequency
 
 REQUIRED = {"time_freq": "H", "context_length": "24", "prediction_length": "12", "epochs": "5"}
 
@@ -434,7 +434,6 @@ def test_model_spec_round_trip() -> None:
         likelihood="gaussian",
         default_scale=12.5,
         minimum_scale=1e-6,
-        extra={"source": "test"},
     )
     data = spec.to_dict()
     assert data["lags"] == [1, 2, 3, 12]
@@ -473,3 +472,63 @@ def test_model_spec_from_dict_rejects_unknown_field() -> None:
     ).to_dict()
     with pytest.raises(ConfigError, match="surprise"):
         ModelSpec.from_dict({**data, "surprise": 1})
+
+
+# ---------------------------------------------------------------------------------------------
+# Construction stores what it validated (issue 8)
+
+
+def test_direct_construction_stores_the_normalised_values() -> None:
+    config = DeepARConfig(
+        time_freq="H",
+        context_length="24",  # type: ignore[arg-type]  # text, as SageMaker sends it
+        prediction_length=12.0,  # type: ignore[arg-type]  # an integral float
+        epochs="3",  # type: ignore[arg-type]
+        dropout_rate="0.2",  # type: ignore[arg-type]
+        cardinality="[2, 3]",
+        num_dynamic_feat="1",
+        early_stopping_patience="",  # type: ignore[arg-type]  # SageMaker's unset value
+        test_quantiles="[0.5]",  # type: ignore[arg-type]
+    )
+    assert (config.context_length, config.prediction_length, config.epochs) == (24, 12, 3)
+    assert all(type(v) is int for v in (config.context_length, config.prediction_length))
+    assert config.dropout_rate == 0.2
+    assert config.cardinality == (2, 3)
+    assert config.num_dynamic_feat == 1
+    assert config.early_stopping_patience is None
+    assert config.test_quantiles == (0.5,)
+    # Equal to the same configuration built from native values: one canonical form.
+    assert config == DeepARConfig(
+        time_freq="H",
+        context_length=24,
+        prediction_length=12,
+        epochs=3,
+        dropout_rate=0.2,
+        cardinality=(2, 3),
+        num_dynamic_feat=1,
+        test_quantiles=(0.5,),
+    )
+
+
+def test_model_spec_stores_tuples_and_ints() -> None:
+    spec = ModelSpec(
+        freq="H",
+        context_length="4",  # type: ignore[arg-type]
+        prediction_length=2,
+        lags=[1, 2],  # type: ignore[arg-type]  # a JSON array
+        num_time_features=4,
+        cardinality=[3],  # type: ignore[arg-type]
+        embedding_dims=[2],  # type: ignore[arg-type]
+    )
+    assert spec.context_length == 4
+    assert (spec.lags, spec.cardinality, spec.embedding_dims) == ((1, 2), (3,), (2,))
+    assert hash(spec) == hash(ModelSpec.from_dict(spec.to_dict()))
+
+
+def test_model_spec_from_dict_accepts_the_removed_extra_field() -> None:
+    data = ModelSpec(
+        freq="D", context_length=3, prediction_length=2, lags=(1,), num_time_features=3
+    ).to_dict()
+    assert "extra" not in data
+    # Models saved before ModelSpec.extra was removed still load.
+    assert ModelSpec.from_dict({**data, "extra": {}}) == ModelSpec.from_dict(data)
