@@ -49,11 +49,12 @@ from typing import Any
 
 import torch
 
+from batchcast.coerce import as_int
 from batchcast.errors import ConfigError, ModelError
 from batchcast.forecast.artifacts import LoadedModel, save_model
 from batchcast.forecast.config import ModelSpec
-from batchcast.forecast.frequency import Frequency, parse_frequency
 from batchcast.forecast.features import lags_for_frequency, time_feature_names
+from batchcast.forecast.frequency import Frequency, parse_frequency
 from batchcast.forecast.likelihoods import get_likelihood
 from batchcast.forecast.model import DeepAR
 
@@ -189,9 +190,11 @@ def _require(args: Mapping[str, Any], key: str, where: Path) -> Any:
 
 
 def _as_int(value: Any, key: str, where: Path) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ModelError(f"{where}: {key} must be an integer, got {value!r}")
-    return value
+    """A JSON integer from the predictor's arguments (text is not accepted: it is data)."""
+    try:
+        return as_int(key, value, minimum=None, text=False)
+    except ConfigError as err:
+        raise ModelError(f"{where}: {err}") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -65,10 +65,6 @@ class Likelihood:
         """One draw per row: params (N, num_args), scale (N,) -> (N,) in target units."""
         raise NotImplementedError
 
-    def mean(self, params: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """The distribution mean in target units (used by tests and point metrics)."""
-        raise NotImplementedError
-
 
 class StudentT(Likelihood):
     """Student-T: ``df = 2 + softplus``, ``loc``, ``sigma = max(softplus, eps)``; y = s * T."""
@@ -102,9 +98,6 @@ class StudentT(Likelihood):
         chi2 = (_standard_gamma(0.5 * df, generator) * 2.0).clamp_min_(_TINY)
         return scale * (loc + sigma * x * torch.rsqrt(chi2 / df))
 
-    def mean(self, params: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        return scale * params[..., 1]  # df > 2 always, so the mean exists
-
 
 class Gaussian(Likelihood):
     """Normal: ``loc``, ``sigma = softplus`` (no eps clamp, as GluonTS); y = s * N."""
@@ -126,9 +119,6 @@ class Gaussian(Likelihood):
         loc, sigma = params.unbind(-1)
         x = torch.randn(loc.shape, generator=generator, dtype=loc.dtype, device=loc.device)
         return scale * (loc + sigma * x)
-
-    def mean(self, params: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        return scale * params[..., 0]
 
 
 class NegativeBinomial(Likelihood):
@@ -154,10 +144,6 @@ class NegativeBinomial(Likelihood):
         r, logits = params.unbind(-1)
         rate = _standard_gamma(r, generator) * torch.exp(logits + torch.log(scale))
         return torch.poisson(rate, generator=generator)
-
-    def mean(self, params: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        r, logits = params.unbind(-1)
-        return r * torch.exp(logits + torch.log(scale))
 
 
 class Beta(Likelihood):
@@ -194,10 +180,6 @@ class Beta(Likelihood):
         y = _standard_gamma(b, generator)
         return (x / (x + y).clamp_min(_TINY)).clamp(0.0, 1.0)
 
-    def mean(self, params: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        a, b = params.unbind(-1)
-        return a / (a + b)
-
 
 class DeterministicL1(Likelihood):
     """A point forecast: one head, trained with L1 loss; every sample path is the same value."""
@@ -215,9 +197,6 @@ class DeterministicL1(Likelihood):
     def sample(
         self, params: torch.Tensor, scale: torch.Tensor, generator: torch.Generator | None
     ) -> torch.Tensor:
-        return scale * params[..., 0]
-
-    def mean(self, params: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         return scale * params[..., 0]
 
 

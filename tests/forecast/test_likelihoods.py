@@ -223,9 +223,6 @@ def test_negative_binomial_moments() -> None:
     # SE(mean) = 6 / sqrt(N) = 0.013 -> 0.08 (~6 SE); excess kurtosis ~2.7 -> SE(var)/var
     # ~ sqrt(4.7 / N) = 0.005 -> 4% (~8 SE).
     _check_moments(draws, mean, variance, mean_tol=0.08, var_rel=0.04)
-    assert get_likelihood("negative-binomial").mean(
-        torch.tensor([r, logits]), torch.tensor(s)
-    ).item() == pytest.approx(mean, rel=1e-6)
 
 
 def test_beta_moments_ignore_the_scale() -> None:
@@ -241,20 +238,6 @@ def test_beta_moments_ignore_the_scale() -> None:
 def test_deterministic_draws_are_the_scaled_location() -> None:
     draws = _draw("deterministic-L1", [1.25], 4.0)
     assert torch.equal(draws, torch.full((N,), 5.0))
-
-
-@pytest.mark.parametrize(
-    ("name", "params", "scale", "mean"),
-    [
-        ("student-T", [5.0, 1.5, 2.0], 3.0, 4.5),
-        ("gaussian", [-2.0, 1.0], 0.5, -1.0),
-        ("beta", [1.0, 3.0], 7.0, 0.25),
-        ("deterministic-L1", [0.5], 6.0, 3.0),
-    ],
-)
-def test_mean_method(name: str, params: list[float], scale: float, mean: float) -> None:
-    value = get_likelihood(name).mean(torch.tensor(params), torch.tensor(scale))
-    assert value.item() == pytest.approx(mean)
 
 
 # ---------------------------------------------------------------------------------------------
