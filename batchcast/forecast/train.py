@@ -1,13 +1,24 @@
-"""A plain DeepAR training loop, and SageMaker's test-channel metrics.
+"""The DeepAR training loop, and SageMaker's test-channel metrics.
 
-Training windows are drawn at random, as GluonTS's ``ExpectedNumInstanceSampler`` does: a
-series uniformly, then a split point uniformly among those that leave ``prediction_length``
-points after it (the history before may be short: it is padded and masked). An epoch is
-``ceil(num_series / mini_batch_size)`` mini-batches, i.e. one window per series on average.
-The loss is the observed-weighted negative log-likelihood of the last ``C - 1`` context
-points and the ``P`` future points (GluonTS's). Gradients are clipped at norm 10 (GluonTS's
-default). With ``early_stopping_patience`` the loop stops after that many epochs without a
-better epoch loss and keeps the best weights, as SageMaker does.
+The rule (GluonTS's ``DeepAREstimator`` defaults where SageMaker's documentation is silent):
+
+* **Windows.** Each mini-batch holds ``mini_batch_size`` windows drawn uniformly over all
+  (series, split point) pairs (:class:`~batchcast.forecast.windows.WindowSampler`). The loss
+  is the observed-weighted negative log-likelihood of the last ``C - 1`` context points and
+  the ``P`` future points.
+* **Epoch.** ``max(MIN_BATCHES_PER_EPOCH, ceil(num_series / mini_batch_size))`` mini-batches:
+  at least GluonTS's 50 optimizer steps, and for a large data set one window per series on
+  average (SageMaker's "pass over the training data").
+* **Validation.** The last ``P`` points of (up to 2,000) series long enough to spare them are
+  held out (:func:`~batchcast.forecast.windows.validation_split`); after every epoch the
+  network forecasts them (teacher-forced) and the NLL of those ``P`` points is the
+  validation loss. Without any such series the epoch's training loss stands in (GluonTS).
+* **Model choice.** The weights of the epoch with the lowest validation loss are handed back
+  (GluonTS's checkpoint rule); ``early_stopping_patience`` stops the run after that many
+  epochs without a better one (SageMaker's rule).
+* **Optimisation.** Adam at ``learning_rate``, gradients clipped at norm 10, and the learning
+  rate halved after ``LR_PATIENCE`` epochs without a better validation loss
+  (``ReduceLROnPlateau``, GluonTS's schedule).
 """
 
 from __future__ import annotations
@@ -27,38 +38,67 @@ from batchcast.forecast.features import build_windows, lags_for_frequency, time_
 from batchcast.forecast.model import DeepAR
 from batchcast.forecast.sampling import forecast
 from batchcast.forecast.series import SeriesBatch
+from batchcast.forecast.windows import WindowSampler, validation_split
 
 __all__ = [
+    "GRADIENT_CLIP",
+    "LR_FACTOR",
+    "LR_PATIENCE",
+    "MIN_BATCHES_PER_EPOCH",
     "EpochReport",
     "TrainResult",
+    "batches_per_epoch",
     "evaluate",
     "make_spec",
     "quantile_metrics",
     "train_model",
 ]
 
-GRADIENT_CLIP = 10.0
+GRADIENT_CLIP = 10.0  # GluonTS's gradient_clip_val
+MIN_BATCHES_PER_EPOCH = 50  # GluonTS's num_batches_per_epoch
+LR_PATIENCE = 10  # epochs without a better validation loss before the rate is halved
+LR_FACTOR = 0.5
+_EVAL_CHUNK = 1024  # validation windows per forward pass (bounds memory, not results)
 
 
 @dataclass(frozen=True)
 class EpochReport:
-    """What one epoch did, handed to the progress callback."""
+    """What one epoch did, handed to the progress callback.
+
+    ``loss`` is the mean training loss; ``validation_loss`` the held-out loss (None without a
+    validation split); ``best`` whether this epoch is the best so far (the one kept).
+    """
 
     epoch: int
     epochs: int
     loss: float
     seconds: float
     best: bool
+    validation_loss: float | None = None
+    learning_rate: float = 0.0
 
 
 @dataclass
 class TrainResult:
-    """The trained network, its per-epoch losses and (with a test set) the test metrics."""
+    """The trained network (the best epoch's weights), per-epoch losses and test metrics.
+
+    ``validation_losses`` is empty when no series could be held out; ``steps_per_epoch`` is
+    the number of optimizer steps each epoch took; ``validation_series`` how many series
+    were held out.
+    """
 
     model: DeepAR
     losses: list[float]
     metrics: dict[str, float] = field(default_factory=dict)
     best_epoch: int = 0
+    validation_losses: list[float] = field(default_factory=list)
+    steps_per_epoch: int = 0
+    validation_series: int = 0
+
+
+def batches_per_epoch(num_series: int, mini_batch_size: int) -> int:
+    """Optimizer steps in one epoch: ``max(50, ceil(num_series / mini_batch_size))``."""
+    return max(MIN_BATCHES_PER_EPOCH, math.ceil(num_series / mini_batch_size))
 
 
 def make_spec(
@@ -115,6 +155,26 @@ def _window_tensors(
     return {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
 
 
+@torch.no_grad()
+def _horizon_loss(model: DeepAR, chunks: list[dict[str, torch.Tensor]]) -> float:
+    """Observed-weighted NLL of the ``P`` held-out points, over all validation windows.
+
+    Only the horizon is scored (not the context points the training loss also scores): the
+    held-out tail is what a forecast is judged on. Teacher-forced, so one forward pass.
+    """
+    model.eval()
+    p = model.spec.prediction_length
+    total, weight = 0.0, 0.0
+    for t in chunks:
+        params, scale, _, _ = model(
+            t["past_target"], t["past_observed"], t["covariates"], t["cat"], t["future_target"]
+        )
+        nll = model.likelihood.nll(params[:, -p:], t["future_target"], scale)  # (B, P)
+        total += float((nll * t["future_observed"]).sum())
+        weight += float(t["future_observed"].sum())
+    return total / max(weight, 1.0)
+
+
 def train_model(
     config: DeepARConfig,
     batch: SeriesBatch,
@@ -128,6 +188,8 @@ def train_model(
 ) -> TrainResult:
     """Train a DeepAR network on ``batch`` (SageMaker's training channel, decoded).
 
+    See the module docstring for the rule (windows, epochs, validation, model choice).
+
     Args:
         config: the hyperparameters.
         batch: training series (dynamic features as long as the target).
@@ -139,12 +201,14 @@ def train_model(
         device: where to train.
         on_epoch: called after every epoch (progress display).
 
+    Returns:
+        The network with the best epoch's weights, in eval mode, and the loss history.
+
     Raises:
         ConfigError: if no series is long enough to hold a training window.
     """
     p = config.prediction_length
-    eligible = np.flatnonzero(batch.lengths > p)
-    if eligible.size == 0:
+    if not np.any(batch.lengths > p):
         raise ConfigError(
             f"no training series has more than prediction_length={p} points; "
             "each needs at least prediction_length + 1"
@@ -160,19 +224,34 @@ def train_model(
     dev = torch.device(device)
     model = DeepAR(spec).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=LR_FACTOR, patience=LR_PATIENCE
+    )
     dummy = model.likelihood.value_in_support
-    batches_per_epoch = max(1, math.ceil(batch.num_series / config.mini_batch_size))
+    held_out = validation_split(batch.lengths, p, rng)
+    sampler = WindowSampler(held_out.train_end, p)
+    validation = [
+        _window_tensors(
+            batch.take(held_out.series[i : i + _EVAL_CHUNK]),
+            spec,
+            held_out.split[i : i + _EVAL_CHUNK],
+            dummy,
+            dev,
+        )
+        for i in range(0, held_out.series.size, _EVAL_CHUNK)
+    ]
+    steps = batches_per_epoch(batch.num_series, config.mini_batch_size)
 
     losses: list[float] = []
-    best_loss, best_epoch, best_state = math.inf, 0, None
+    validation_losses: list[float] = []
+    best_loss, best_epoch = math.inf, 0
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
         model.train()
         total = 0.0
-        for _ in range(batches_per_epoch):
-            series = rng.choice(eligible, size=config.mini_batch_size)
-            # split in [1, T - P]: at least one past point, P future points inside the series
-            split = 1 + (rng.random(series.size) * (batch.lengths[series] - p)).astype(np.int64)
+        for _ in range(steps):
+            series, split = sampler.draw(config.mini_batch_size, rng)
             tensors = _window_tensors(batch.take(series), spec, split, dummy, dev)
             loss = model.loss(**tensors)
             optimizer.zero_grad(set_to_none=True)
@@ -180,25 +259,42 @@ def train_model(
             torch.nn.utils.clip_grad_norm_(model.parameters(), GRADIENT_CLIP)
             optimizer.step()
             total += float(loss.detach())
-        epoch_loss = total / batches_per_epoch
-        losses.append(epoch_loss)
-        improved = epoch_loss < best_loss
+        losses.append(total / steps)
+        validation_loss = _horizon_loss(model, validation) if validation else None
+        if validation_loss is not None:
+            validation_losses.append(validation_loss)
+        monitored = losses[-1] if validation_loss is None else validation_loss
+        learning_rate = float(optimizer.param_groups[0]["lr"])
+        scheduler.step(monitored)
+        improved = monitored < best_loss
         if improved:
-            best_loss, best_epoch = epoch_loss, epoch
+            best_loss, best_epoch = monitored, epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if on_epoch is not None:
             on_epoch(
                 EpochReport(
-                    epoch, config.epochs, epoch_loss, time.perf_counter() - started, improved
+                    epoch=epoch,
+                    epochs=config.epochs,
+                    loss=losses[-1],
+                    seconds=time.perf_counter() - started,
+                    best=improved,
+                    validation_loss=validation_loss,
+                    learning_rate=learning_rate,
                 )
             )
         patience = config.early_stopping_patience
         if patience is not None and epoch - best_epoch >= patience:
             break
-    if best_state is not None and config.early_stopping_patience is not None:
-        model.load_state_dict(best_state)
+    model.load_state_dict(best_state)
     model.eval()
-    result = TrainResult(model=model, losses=losses, best_epoch=best_epoch)
+    result = TrainResult(
+        model=model,
+        losses=losses,
+        best_epoch=best_epoch,
+        validation_losses=validation_losses,
+        steps_per_epoch=steps,
+        validation_series=int(held_out.series.size),
+    )
     if test is not None:
         result.metrics = evaluate(model, test, config, seed=seed)
     return result

@@ -17,6 +17,7 @@ import numpy as np
 import orjson
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from batchcast.api import METRICS_NAME
 from batchcast.api import train as api_train
@@ -30,7 +31,14 @@ from batchcast.forecast import (
     forecast,
     load_model,
 )
-from batchcast.forecast.train import EpochReport, evaluate, quantile_metrics, train_model
+from batchcast.forecast.train import (
+    MIN_BATCHES_PER_EPOCH,
+    EpochReport,
+    batches_per_epoch,
+    evaluate,
+    quantile_metrics,
+    train_model,
+)
 from batchcast.synthetic import synthetic_records, write_jsonl
 
 C, P = 12, 6
@@ -119,38 +127,67 @@ def test_epoch_reports(data: SeriesBatch) -> None:
     assert [r.epoch for r in reports] == [1, 2, 3]
     assert all(r.epochs == 3 for r in reports)
     assert [r.loss for r in reports] == result.losses
-    best = [r.loss < min(result.losses[: r.epoch - 1], default=math.inf) for r in reports]
-    assert [r.best for r in reports] == best
+    assert [r.validation_loss for r in reports] == result.validation_losses
+    # "best" follows the validation loss, not the training loss
+    v = result.validation_losses
+    assert [r.best for r in reports] == [x < min(v[:i], default=math.inf) for i, x in enumerate(v)]
 
 
-def test_early_stopping_stops_and_keeps_the_best(data: SeriesBatch) -> None:
-    # A learning rate far too large: the loss stops improving within a few epochs.
-    config = _config(epochs=30, learning_rate=1.0, early_stopping_patience=2)
-    result = train_model(config, data, seed=0)
-    losses = result.losses
-    assert len(losses) < 30  # it stopped
-    assert result.best_epoch == int(np.argmin(losses)) + 1
-    assert len(losses) == result.best_epoch + 2  # exactly `patience` epochs without progress
-    # The weights handed back are the best epoch's: a run of exactly best_epoch epochs (same
-    # seed, same draws) ends with the same weights.
+def test_epoch_is_fixed_optimizer_steps_and_validation_holds_out_tails(data: SeriesBatch) -> None:
+    steps = 0
+
+    def count(*_: Any) -> None:
+        nonlocal steps
+        steps += 1
+
+    handle = register_optimizer_step_post_hook(count)
+    try:
+        result = train_model(_config(epochs=2), data, seed=0)
+    finally:
+        handle.remove()
+    # 16 series, mini-batch 8: one window per series would be 2 steps; the floor is 50
+    assert result.steps_per_epoch == MIN_BATCHES_PER_EPOCH == 50
+    assert steps == 2 * 50
+    assert batches_per_epoch(16, 8) == 50
+    assert batches_per_epoch(100_000, 128) == 782  # a large set: one window per series
+    # every series (120 points > 2 * P) gives its last P points to validation
+    assert result.validation_series == 16
+    assert len(result.validation_losses) == 2
+
+
+def test_best_validation_epoch_is_restored(data: SeriesBatch) -> None:
+    # lr 1.0: the validation loss gets worse after an early epoch. Without early stopping
+    # the whole run happens, and the best epoch's weights still come back.
+    result = train_model(_config(epochs=4, learning_rate=1.0), data, seed=0)
+    assert len(result.losses) == 4
+    assert result.best_epoch == int(np.argmin(result.validation_losses)) + 1
+    assert result.best_epoch < 4  # otherwise this test shows nothing
     replay = train_model(_config(epochs=result.best_epoch, learning_rate=1.0), data, seed=0)
-    assert replay.losses == losses[: result.best_epoch]
+    assert replay.losses == result.losses[: result.best_epoch]
     assert _same_weights(result.model, replay.model)
 
 
-def test_patience_keeps_the_best_even_without_stopping(data: SeriesBatch) -> None:
-    # lr 1.0: the best of 4 epochs is an early one. With a patience that never runs out the
-    # best weights still come back; without early stopping the last epoch's weights do.
-    patient = train_model(
-        _config(epochs=4, learning_rate=1.0, early_stopping_patience=10), data, seed=0
-    )
-    plain = train_model(_config(epochs=4, learning_rate=1.0), data, seed=0)
-    assert len(patient.losses) == 4
-    assert patient.losses == plain.losses
-    assert patient.best_epoch < 4  # otherwise this test shows nothing
-    best = train_model(_config(epochs=patient.best_epoch, learning_rate=1.0), data, seed=0)
-    assert _same_weights(patient.model, best.model)
-    assert not _same_weights(plain.model, best.model)
+def test_early_stopping_stops_and_keeps_the_best(data: SeriesBatch) -> None:
+    config = _config(epochs=30, learning_rate=1.0, early_stopping_patience=2)
+    result = train_model(config, data, seed=0)
+    losses = result.validation_losses
+    assert len(losses) < 30  # it stopped
+    assert result.best_epoch == int(np.argmin(losses)) + 1
+    assert len(losses) == result.best_epoch + 2  # exactly `patience` epochs without progress
+    replay = train_model(_config(epochs=result.best_epoch, learning_rate=1.0), data, seed=0)
+    assert replay.validation_losses == losses[: result.best_epoch]
+    assert _same_weights(result.model, replay.model)
+
+
+def test_short_series_fall_back_to_the_training_loss() -> None:
+    # 10 points, P = 6: no tail can be held out (needs > 2P) with a window left to train on
+    short = _sines(8, 10, seed=3)
+    reports: list[EpochReport] = []
+    result = train_model(_config(epochs=3), short, seed=0, on_epoch=reports.append)
+    assert result.validation_series == 0
+    assert result.validation_losses == []
+    assert result.best_epoch == int(np.argmin(result.losses)) + 1
+    assert all(r.validation_loss is None for r in reports)
 
 
 def test_no_series_long_enough(data: SeriesBatch) -> None:
