@@ -23,6 +23,7 @@ the same generator state gives the same paths on any batch split into the same c
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,7 +33,10 @@ import torch
 from batchcast.forecast.config import InferenceConfig
 from batchcast.forecast.features import Windows, build_windows
 from batchcast.forecast.model import DeepAR
+from batchcast.forecast.native import LstmKernel, lstm_kernel
+from batchcast.forecast.precision import Precision, resolve_precision
 from batchcast.forecast.series import SeriesBatch
+from batchcast.forecast.tuning import rule_tile_rows
 
 __all__ = ["Forecast", "forecast", "quantile_indices", "sample_paths", "summarize"]
 
@@ -60,24 +64,30 @@ def quantile_indices(num_samples: int, levels: Sequence[float]) -> list[int]:
 
 
 class _LayerWeights:
-    """One LSTM layer's weights, transposed for ``x @ W``, gate rows as i, f, o, g, g doubled.
+    """One LSTM layer's weights, transposed for ``x @ W``, biases summed.
 
-    The g rows are multiplied by 2 so that ``sigmoid`` of them gives ``tanh`` after ``2s - 1``.
+    With ``reorder`` (the torch-ops path) the gate rows are i, f, o, g with the g rows doubled,
+    so that ``sigmoid`` of them gives ``tanh`` after ``2s - 1``; without, PyTorch's own order
+    i, f, g, o, as the fused kernel reads it.
     """
 
-    def __init__(self, rnn: torch.nn.LSTM, layer: int) -> None:
+    def __init__(self, rnn: torch.nn.LSTM, layer: int, *, reorder: bool) -> None:
         h = rnn.hidden_size
-        order = torch.cat(
-            [torch.arange(0, 2 * h), torch.arange(3 * h, 4 * h), torch.arange(2 * h, 3 * h)]
-        ).to(getattr(rnn, f"weight_ih_l{layer}").device)
-        w_ih = getattr(rnn, f"weight_ih_l{layer}")[order]  # (4H, D)
-        w_hh = getattr(rnn, f"weight_hh_l{layer}")[order]  # (4H, H)
-        bias = getattr(rnn, f"bias_ih_l{layer}")[order] + getattr(rnn, f"bias_hh_l{layer}")[order]
-        gain = torch.ones(4 * h, dtype=w_ih.dtype, device=w_ih.device)
-        gain[3 * h :] = 2.0
-        self.w_ih_t = (w_ih * gain[:, None]).t().contiguous()  # (D, 4H)
-        self.w_hh_t = (w_hh * gain[:, None]).t().contiguous()  # (H, 4H)
-        self.bias = (bias * gain).contiguous()  # (4H,)
+        w_ih = getattr(rnn, f"weight_ih_l{layer}")  # (4H, D)
+        w_hh = getattr(rnn, f"weight_hh_l{layer}")  # (4H, H)
+        bias = getattr(rnn, f"bias_ih_l{layer}") + getattr(rnn, f"bias_hh_l{layer}")
+        if reorder:
+            order = torch.cat(
+                [torch.arange(0, 2 * h), torch.arange(3 * h, 4 * h), torch.arange(2 * h, 3 * h)]
+            ).to(w_ih.device)
+            gain = torch.ones(4 * h, dtype=w_ih.dtype, device=w_ih.device)
+            gain[3 * h :] = 2.0
+            w_ih = w_ih[order] * gain[:, None]
+            w_hh = w_hh[order] * gain[:, None]
+            bias = bias[order] * gain
+        self.w_ih_t = w_ih.t().contiguous()  # (D, 4H)
+        self.w_hh_t = w_hh.t().contiguous()  # (H, 4H)
+        self.bias = bias.contiguous()  # (4H,)
 
 
 def _cell(gates: torch.Tensor, c: torch.Tensor, h: torch.Tensor, tmp: torch.Tensor) -> None:
@@ -98,6 +108,32 @@ def _cell(gates: torch.Tensor, c: torch.Tensor, h: torch.Tensor, tmp: torch.Tens
     torch.mul(o, tmp, out=h)
 
 
+def _tiles(num_series: int, num_samples: int, tile_rows: int) -> list[tuple[int, int, int, int]]:
+    """Split a chunk's rows into tiles ``(b0, b1, r0, r1)``: rows ``r0:r1`` of series ``b0:b1``.
+
+    A tile holds whole series when ``tile_rows >= num_samples`` (series spread evenly, so no
+    tile is much smaller than the others), else part of one series. Tiles never go below 8
+    rows unless the whole chunk is smaller: MKL computes a GEMM row differently for M <= 3.
+    """
+    s = num_samples
+    if tile_rows >= s * num_series:
+        return [(0, num_series, 0, num_series * s)]
+    out = []
+    if tile_rows >= s:
+        per = tile_rows // s
+        count = -(-num_series // per)
+        bounds = [num_series * i // count for i in range(count + 1)]
+        for b0, b1 in itertools.pairwise(bounds):
+            out.append((b0, b1, b0 * s, b1 * s))
+        return out
+    parts = -(-s // max(tile_rows, 8))
+    cuts = [s * i // parts for i in range(parts + 1)]
+    for b in range(num_series):
+        for lo, hi in itertools.pairwise(cuts):
+            out.append((b, b + 1, b * s + lo, b * s + hi))
+    return out
+
+
 @torch.inference_mode()
 def sample_paths(
     model: DeepAR,
@@ -108,6 +144,8 @@ def sample_paths(
     cat: torch.Tensor,
     num_samples: int,
     generator: torch.Generator | None,
+    tile_rows: int | None = None,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """Draw ``num_samples`` paths per series by ancestral sampling.
 
@@ -117,58 +155,296 @@ def sample_paths(
             cat: (B, n_cat) int64 — as :func:`batchcast.forecast.features.build_windows` cuts them.
         num_samples: S, paths per series.
         generator: the source of randomness (on the model's device).
+        tile_rows: rows per physical step of the fused path (None: the cache rule of
+            :mod:`batchcast.forecast.tuning`). A performance knob: the paths do not depend on it.
+        precision: ``"fp32"`` or ``"bf16"`` (see :mod:`batchcast.forecast.precision`).
 
     Returns:
         (B, S, P) sample paths in target units.
+
+    Raises:
+        ConfigError: for an unknown precision.
     """
     spec = model.spec
     lik = model.likelihood
     b, s, p = past_target.shape[0], num_samples, spec.prediction_length
-    n, hidden = b * s, spec.num_cells
-    lags = model.lags
-    k_lags = len(spec.lags)
+    n = b * s
+    device = past_target.device
+    resolved = resolve_precision(precision, device)
+    kernel = lstm_kernel() if device.type == "cpu" else None
 
     params, scale, (h0, c0), static = model(past_target, past_observed, covariates, cat)
     rows_scale = scale.repeat_interleave(s, dim=0).squeeze(1)  # (B*S,)
-    samples = torch.empty(n, p, dtype=past_target.dtype, device=past_target.device)
+    samples = torch.empty(n, p, dtype=past_target.dtype, device=device)
     scaled = torch.empty_like(samples)  # draws / scale: what later steps read as lags
     first = lik.sample(params[:, -1].repeat_interleave(s, dim=0), rows_scale, generator)
     samples[:, 0] = first
     scaled[:, 0] = first / rows_scale
     if p == 1:
         return samples.view(b, s, p)
+    state = _State(
+        h=[x.repeat_interleave(s, dim=0) for x in h0.unbind(0)],  # layer -> (B*S, H)
+        c=[x.repeat_interleave(s, dim=0) for x in c0.unbind(0)],
+        samples=samples,
+        scaled=scaled,
+        rows_scale=rows_scale,
+    )
+    z_past = past_target / scale
+    if kernel is None:
+        _steps_torch(model, state, z_past, static, covariates, b, s, generator)
+    else:
+        if tile_rows is None:
+            tile_rows = rule_tile_rows(spec.num_cells, spec.num_layers, resolved)
+        tiles = _tiles(b, s, tile_rows)
+        _steps_fused(model, kernel, state, z_past, static, covariates, tiles, resolved, generator)
+    return samples.view(b, s, p)
 
-    layers = [_LayerWeights(model.rnn, i) for i in range(spec.num_layers)]
-    fixed_gates = _fixed_gates(model, layers[0], past_target / scale, static, covariates)
-    h = [x.repeat_interleave(s, dim=0) for x in h0.unbind(0)]  # layer -> (B*S, H)
-    c = [x.repeat_interleave(s, dim=0) for x in c0.unbind(0)]
-    gates = torch.empty(n, 4 * hidden, dtype=samples.dtype, device=samples.device)
-    tmp = torch.empty(n, hidden, dtype=samples.dtype, device=samples.device)
+
+@dataclass
+class _State:
+    """The per-row sampler state of one chunk: LSTM h and c per layer, draws so far."""
+
+    h: list[torch.Tensor]
+    c: list[torch.Tensor]
+    samples: torch.Tensor  # (N, P) draws in target units
+    scaled: torch.Tensor  # (N, P) draws / scale: what later steps read as lags
+    rows_scale: torch.Tensor  # (N,)
+
+
+def _sampled_cols(model: DeepAR) -> list[torch.Tensor]:
+    """Step k reads sampled values for the lags l <= k: columns ``k - l`` of ``scaled``."""
+    spec = model.spec
+    cols = [model.lags[: bisect.bisect_right(spec.lags, k)] for k in range(spec.prediction_length)]
+    return [k - c for k, c in enumerate(cols)]
+
+
+def _draw(
+    model: DeepAR, state: _State, raw: torch.Tensor, k: int, gen: torch.Generator | None
+) -> None:
+    """Step k's draw for every row of the chunk at once (one generator call per kind of draw,
+    in row order: the generator's unit of work is the chunk, never the tile)."""
+    lik = model.likelihood
+    draw = lik.sample(lik.domain_map(raw), state.rows_scale, gen)
+    state.samples[:, k] = draw
+    state.scaled[:, k] = draw / state.rows_scale
+
+
+def _steps_torch(
+    model: DeepAR,
+    state: _State,
+    z_past: torch.Tensor,
+    static: torch.Tensor,
+    covariates: torch.Tensor,
+    b: int,
+    s: int,
+    generator: torch.Generator | None,
+) -> None:
+    """Steps 1..P-1 with torch ops on the whole chunk (CUDA, or no C compiler).
+
+    This is the sampler as it was before the fused cell, kept byte for byte: gate rows
+    reordered i, f, o, g with tanh through sigmoid (one sigmoid over all four gates).
+    """
+    spec = model.spec
+    n, hidden = b * s, spec.num_cells
+    layers = [_LayerWeights(model.rnn, i, reorder=True) for i in range(spec.num_layers)]
+    fixed_gates = _fixed_gates(model, layers[0], z_past, static, covariates)
+    gates = torch.empty(n, 4 * hidden, dtype=state.samples.dtype, device=state.samples.device)
+    tmp = torch.empty(n, hidden, dtype=state.samples.dtype, device=state.samples.device)
     head_w_t = model.head.weight.t().contiguous()
-    head_b = model.head.bias
-    w_lag_t = layers[0].w_ih_t[:k_lags]  # (K, 4H)
-    # Step k reads sampled values for the lags l <= k: columns k - l of ``scaled``.
-    sampled_cols = [lags[: bisect.bisect_right(spec.lags, k)] for k in range(p)]
-    sampled_cols = [k - cols for k, cols in enumerate(sampled_cols)]
-
-    for k in range(1, p):
+    w_lag_t = layers[0].w_ih_t[: len(spec.lags)]  # (K, 4H)
+    sampled_cols = _sampled_cols(model)
+    h, c = state.h, state.c
+    for k in range(1, spec.prediction_length):
         # Layer 0: recurrent part + precomputed fixed part + lags that read sampled values.
         torch.mm(h[0], layers[0].w_hh_t, out=gates)
         gates.view(b, s, -1).add_(fixed_gates[:, k - 1, None, :])
         m = len(sampled_cols[k])
         if m:
-            gates.addmm_(scaled[:, sampled_cols[k]], w_lag_t[:m])  # (B*S, m) @ (m, 4H)
+            gates.addmm_(state.scaled[:, sampled_cols[k]], w_lag_t[:m])  # (B*S, m) @ (m, 4H)
         _cell(gates, c[0], h[0], tmp)
         for layer in range(1, spec.num_layers):
             w = layers[layer]
             torch.addmm(w.bias, h[layer - 1], w.w_ih_t, out=gates)
             gates.addmm_(h[layer], w.w_hh_t)
             _cell(gates, c[layer], h[layer], tmp)
-        step_params = lik.domain_map(torch.addmm(head_b, h[-1], head_w_t))
-        draw = lik.sample(step_params, rows_scale, generator)
-        samples[:, k] = draw
-        scaled[:, k] = draw / rows_scale
-    return samples.view(b, s, p)
+        _draw(model, state, torch.addmm(model.head.bias, h[-1], head_w_t), k, generator)
+
+
+def _steps_fused(
+    model: DeepAR,
+    kernel: LstmKernel,
+    state: _State,
+    z_past: torch.Tensor,
+    static: torch.Tensor,
+    covariates: torch.Tensor,
+    tiles: list[tuple[int, int, int, int]],
+    precision: Precision,
+    generator: torch.Generator | None,
+) -> None:
+    """Steps 1..P-1 tile by tile: GEMMs by torch (MKL/oneDNN), the cell by the fused kernel.
+
+    Each tile's gate buffer stays in cache between its GEMMs and its cell pass. Every row is
+    computed by the same code whatever tile it falls in (GEMM rows do not depend on the other
+    rows of a call of >= 4 rows; the kernel works row by row), so tiling changes speed only.
+    The draws stay chunk-wide (:func:`_draw`).
+    """
+    spec = model.spec
+    n, hidden = state.samples.shape[0], spec.num_cells
+    h4 = 4 * hidden
+    device = state.samples.device
+    layers = [_LayerWeights(model.rnn, i, reorder=False) for i in range(spec.num_layers)]
+    fixed_gates = _fixed_gates(model, layers[0], z_past, static, covariates)
+    w_lag_t = layers[0].w_ih_t[: len(spec.lags)]
+    head_w_t = model.head.weight.t().contiguous()
+    # Head outputs stored argument-major, (A, N): the likelihood's domain_map then reads each
+    # argument as a contiguous column (softplus on a stride-3 view costs ~7x more here).
+    raw = torch.empty(model.likelihood.num_args, n, device=device).t()
+    sampled_cols = _sampled_cols(model)
+    most = max(r1 - r0 for _, _, r0, r1 in tiles)
+    gates = torch.empty(most, h4, device=device)
+    h, c = state.h, state.c
+    if precision == "bf16":
+        bf = _Bf16(layers, h, most, device)
+    for k in range(1, spec.prediction_length):
+        m = len(sampled_cols[k])
+        lag_in = state.scaled[:, sampled_cols[k]] if m else None  # (N, m), once per step
+        for b0, b1, r0, r1 in tiles:
+            t = r1 - r0
+            g = gates[:t]
+            if precision == "bf16":
+                bf.layer0(
+                    kernel, g, fixed_gates[b0:b1, k - 1], lag_in, w_lag_t[:m], r0, r1, c[0], h[0]
+                )
+            else:
+                torch.mm(h[0][r0:r1], layers[0].w_hh_t, out=g)
+                g.view(b1 - b0, -1, h4).add_(fixed_gates[b0:b1, k - 1, None, :])
+                if lag_in is not None:
+                    g.addmm_(lag_in[r0:r1], w_lag_t[:m])
+                _run_cell(kernel, g, c[0][r0:r1], h[0][r0:r1])
+            for layer in range(1, spec.num_layers):
+                if precision == "bf16":
+                    bf.upper(kernel, layer, r0, r1, c[layer], h[layer])
+                    continue
+                w = layers[layer]
+                torch.addmm(w.bias, h[layer - 1][r0:r1], w.w_ih_t, out=g)
+                g.addmm_(h[layer][r0:r1], w.w_hh_t)
+                _run_cell(kernel, g, c[layer][r0:r1], h[layer][r0:r1])
+            torch.addmm(model.head.bias, h[-1][r0:r1], head_w_t, out=raw[r0:r1])
+        _draw(model, state, raw, k, generator)
+
+
+def _run_cell(kernel: LstmKernel, gates: torch.Tensor, c: torch.Tensor, h: torch.Tensor) -> None:
+    """The fused fp32 cell on contiguous (t, 4H) gates and (t, H) views of c and h."""
+    t, hidden = c.shape
+    kernel.f32(
+        t, hidden, gates.data_ptr(), 4 * hidden, c.data_ptr(), hidden, h.data_ptr(), hidden, 0, 0
+    )
+
+
+class _Bf16:
+    """bf16 GEMM operands for the fused path: weights in bf16, a bf16 copy of each layer's h
+    written by the kernel next to its fp32 state, GEMM outputs in bf16 added to fp32 addends
+    (layer 0's path-independent gates and sampled lags; the biases) inside the kernel.
+
+    Layer ``l >= 1`` multiplies ``[h_{l-1} | h_l]`` (one K = 2H GEMM, one bf16 rounding of
+    its output); layer 0's recurrent GEMM reads the first half of layer 1's buffer.
+    """
+
+    def __init__(
+        self, layers: list[_LayerWeights], h: list[torch.Tensor], most: int, device: torch.device
+    ) -> None:
+        hidden = h[0].shape[1]
+        self.hidden = hidden
+        self.w0 = layers[0].w_hh_t.to(torch.bfloat16)
+        self.w = [None] + [
+            torch.cat((w.w_ih_t, w.w_hh_t)).to(torch.bfloat16).contiguous() for w in layers[1:]
+        ]
+        self.bias = [w.bias for w in layers]
+        # x[l] = [h_{l-1} | h_l] in bf16 for l >= 1; x[0] holds h_0 alone when there is one layer.
+        n = h[0].shape[0]
+        self.x: list[torch.Tensor] = []
+        for layer in range(len(layers)):
+            if layer == 0:
+                self.x.append(h[0].to(torch.bfloat16) if len(layers) == 1 else torch.empty(0))
+            else:
+                self.x.append(torch.cat((h[layer - 1], h[layer]), dim=1).to(torch.bfloat16))
+        self.n = n
+        self.out16 = torch.empty(most, 4 * hidden, dtype=torch.bfloat16, device=device)
+        self.add = torch.empty(most, 4 * hidden, device=device)
+        self.scratch = torch.empty(4 * hidden, device=device)
+        self.num_layers = len(layers)
+
+    def _h16(self, layer: int) -> tuple[torch.Tensor, int]:
+        """Where layer ``layer``'s bf16 h lives: (buffer view of its columns, row stride)."""
+        hd = self.hidden
+        if layer + 1 < self.num_layers:
+            return self.x[layer + 1][:, :hd], 2 * hd
+        if layer == 0:
+            return self.x[0], hd
+        return self.x[layer][:, hd:], 2 * hd
+
+    def _cell(
+        self,
+        kernel: LstmKernel,
+        t: int,
+        add: torch.Tensor,
+        add_stride: int,
+        c: torch.Tensor,
+        h: torch.Tensor,
+        h16: torch.Tensor,
+        h16_stride: int,
+    ) -> None:
+        hd = self.hidden
+        kernel.bf16(
+            t,
+            hd,
+            self.out16.data_ptr(),
+            4 * hd,
+            add.data_ptr(),
+            add_stride,
+            c.data_ptr(),
+            hd,
+            h.data_ptr(),
+            hd,
+            h16.data_ptr(),
+            h16_stride,
+            self.scratch.data_ptr(),
+        )
+
+    def layer0(
+        self,
+        kernel: LstmKernel,
+        g: torch.Tensor,
+        fixed: torch.Tensor,
+        lag_in: torch.Tensor | None,
+        w_lag: torch.Tensor,
+        r0: int,
+        r1: int,
+        c: torch.Tensor,
+        h: torch.Tensor,
+    ) -> None:
+        t = r1 - r0
+        src, _ = self._h16(0)
+        torch.mm(src[r0:r1], self.w0, out=self.out16[:t])
+        add = self.add[:t]
+        add.view(fixed.shape[0], -1, 4 * self.hidden).copy_(
+            fixed[:, None, :].expand(-1, t // fixed.shape[0], -1)
+        )
+        if lag_in is not None:
+            add.addmm_(lag_in[r0:r1], w_lag)
+        dst, stride = self._h16(0)
+        self._cell(kernel, t, add, 4 * self.hidden, c[r0:r1], h[r0:r1], dst[r0:r1], stride)
+        # With 3+ layers, layer 1's own h slot is the first half of x[2]; layer 0 wrote x[1].
+
+    def upper(
+        self, kernel: LstmKernel, layer: int, r0: int, r1: int, c: torch.Tensor, h: torch.Tensor
+    ) -> None:
+        t = r1 - r0
+        torch.mm(self.x[layer][r0:r1], self.w[layer], out=self.out16[:t])
+        dst, stride = self._h16(layer)
+        self._cell(kernel, t, self.bias[layer], 0, c[r0:r1], h[r0:r1], dst[r0:r1], stride)
+        if layer + 1 < self.num_layers:  # this layer's h is also the recurrent half of x[layer]
+            self.x[layer][r0:r1, self.hidden :].copy_(dst[r0:r1])
 
 
 def _fixed_gates(
@@ -237,6 +513,8 @@ def forecast(
     *,
     generator: torch.Generator | None,
     max_rows: int = DEFAULT_MAX_ROWS,
+    tile_rows: int | None = None,
+    precision: str = "fp32",
 ) -> Forecast:
     """Forecast every series of ``batch``: windows, sampling and summaries, chunk by chunk.
 
@@ -246,7 +524,10 @@ def forecast(
         config: num_samples and what to return.
         generator: randomness, on the model's device; consumed chunk by chunk in series order,
             so a batch gives the same output whatever calls came before with other generators.
-        max_rows: the most series x num_samples rows sampled in one step.
+        max_rows: the most series x num_samples rows sampled together: the generator's unit
+            of work, and part of the output's identity like the seed (see the module doc).
+        tile_rows: rows per physical step (None: this CPU's cache rule); speed only.
+        precision: ``"fp32"`` (default) or ``"bf16"`` (see :mod:`batchcast.forecast.precision`).
 
     Returns:
         The concatenated :class:`Forecast` of all series, in batch order.
@@ -262,6 +543,8 @@ def forecast(
             **_to_tensors(windows, device),
             num_samples=config.num_samples,
             generator=generator,
+            tile_rows=tile_rows,
+            precision=precision,
         )
         parts.append(summarize(paths, config))
     return _concat(parts, config, model.spec.prediction_length)

@@ -1,0 +1,155 @@
+"""The fused LSTM cell (``_lstm_cell.c``), compiled for this CPU on first use and called by ctypes.
+
+Why a C kernel and not torch ops: the elementwise half of a sampling step (four gate
+activations, the state update, ``tanh`` of the state) is ~10 separate torch kernels, each a
+full pass over the gate buffer, and torch's vectorised ``sigmoid``/``tanh`` cost 1-4 ns per
+element on some CPUs (measured: 1.0 and 3.6 ns on an AVX2 EPYC, 0.38 and 0.25 on an AMX Xeon,
+so neither formulation is right everywhere). One pass with its own ``exp`` does the whole
+cell at ~0.2 ns per element, on any x86 or ARM CPU gcc targets with ``-march=native``.
+
+Why ctypes and a plain C file rather than a torch extension or ``torch.compile``: it needs
+only a C compiler (no torch headers, no ninja), builds in ~0.3 s, and the build is cached, so
+a cold worker start barely pays; ``torch.compile`` costs seconds of compilation plus its
+imports in every fresh process (see benchmarks/RESULTS.md).
+
+The shared object is cached under ``$BATCHCAST_CACHE_DIR`` (default
+``$XDG_CACHE_HOME/batchcast`` or ``~/.cache/batchcast``), keyed by the source, the compiler's
+version and flags and this CPU's model and feature flags: ``-march=native`` code must never
+run on another CPU sharing the cache (a cluster's NFS home). Without a compiler, or with
+``BATCHCAST_NATIVE=0``, :func:`lstm_kernel` returns None and the sampler uses torch ops
+(slower, and different in the last bits of its output: see ``sampling.py``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+__all__ = ["LstmKernel", "lstm_kernel"]
+
+_LOG = logging.getLogger(__name__)
+_SOURCE = Path(__file__).with_name("_lstm_cell.c")
+_FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared")
+_I64 = ctypes.c_int64
+_PTR = ctypes.c_void_p
+
+
+class LstmKernel:
+    """The two entry points of the compiled cell, with their ctypes signatures set.
+
+    ``f32(rows, hidden, gates, gs, c, cs, h, hs, hb, hbs)`` and
+    ``bf16(rows, hidden, gates, gs, add, as, c, cs, h, hs, hb, hbs, scratch)``: pointers
+    are ``data_ptr()`` integers (0 for NULL), strides are in elements (see the C source).
+    """
+
+    def __init__(self, library: ctypes.CDLL, path: Path) -> None:
+        self.path = path
+        self.f32 = library.bc_lstm_cell_f32
+        self.f32.restype = None
+        self.f32.argtypes = [_I64, _I64, _PTR, _I64, _PTR, _I64, _PTR, _I64, _PTR, _I64]
+        self.bf16 = library.bc_lstm_cell_bf16
+        self.bf16.restype = None
+        self.bf16.argtypes = [
+            *(_I64, _I64, _PTR, _I64, _PTR, _I64, _PTR, _I64, _PTR, _I64, _PTR, _I64, _PTR)
+        ]
+
+
+def _cache_dir() -> Path:
+    explicit = os.environ.get("BATCHCAST_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(base) / "batchcast"
+
+
+def _cpu_identity() -> str:
+    """The CPU's model name and feature flags (what ``-march=native`` compiles for)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return platform.processor() + platform.machine()
+    keep = []
+    for line in text.splitlines():
+        key = line.split(":", 1)[0].strip()
+        if key in {"model name", "flags", "Features", "CPU part", "vendor_id"}:
+            keep.append(line.strip())
+            if len(keep) >= 5:
+                break
+    return "\n".join(sorted(set(keep)))
+
+
+def _compiler_version(compiler: str) -> str:
+    out = subprocess.run(
+        [compiler, "--version"], capture_output=True, text=True, timeout=30, check=False
+    )
+    return out.stdout.splitlines()[0] if out.stdout else compiler
+
+
+def _build(compiler: str) -> Path:
+    """Compile (or find in the cache) the shared object; returns its path.
+
+    Raises:
+        OSError: or subprocess errors, when the compiler fails.
+    """
+    source = _SOURCE.read_bytes()
+    key = hashlib.sha256(
+        b"\0".join(
+            [
+                source,
+                " ".join(_FLAGS).encode(),
+                _compiler_version(compiler).encode(),
+                _cpu_identity().encode(),
+            ]
+        )
+    ).hexdigest()[:20]
+    target = _cache_dir() / f"lstm_cell-{key}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Build beside the target and rename: concurrent workers never load a half-written file.
+    fd, tmp = tempfile.mkstemp(prefix=target.name, suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        result = subprocess.run(
+            [compiler, *_FLAGS, "-o", tmp, str(_SOURCE)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise OSError(f"{compiler} failed: {result.stderr.strip()[:500]}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+@functools.lru_cache(maxsize=1)
+def lstm_kernel() -> LstmKernel | None:
+    """The compiled cell, or None (logged once) where it cannot be built or is switched off.
+
+    ``BATCHCAST_NATIVE=0`` switches it off; ``CC`` names the compiler (default ``cc``, then
+    ``gcc``).
+    """
+    if os.environ.get("BATCHCAST_NATIVE", "1").strip().lower() in {"0", "false", "no", "off"}:
+        return None
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not compiler:
+        _LOG.warning("no C compiler found: the sampler runs its LSTM cell with torch ops (slower)")
+        return None
+    try:
+        path = _build(compiler)
+        return LstmKernel(ctypes.CDLL(str(path)), path)
+    except (OSError, subprocess.SubprocessError) as exc:
+        _LOG.warning("could not build the fused LSTM cell (%s): using torch ops (slower)", exc)
+        return None
