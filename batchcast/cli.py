@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from batchcast.errors import BatchcastError, ConfigError
+from batchcast.report.command import add_parsers as add_report_parsers
 
 __all__ = ["main"]
 
@@ -152,6 +153,11 @@ def _cmd_transform(args: argparse.Namespace) -> int:
     if len(summary.errors) > MAX_ERRORS_SHOWN:
         more = len(summary.errors) - MAX_ERRORS_SHOWN
         print(f"... and {more} more; all are in {summary.summary_uri}", file=sys.stderr)
+    if args.report:
+        from batchcast.report import report_for_job
+
+        report_for_job(summary.to_dict(), summary.job["input"], summary.job["output"], args.report)
+        print(f"report: {args.report}", file=sys.stderr)
     return 0 if summary.ok else 1
 
 
@@ -221,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="progress bar (default: when stderr is a terminal)",
     )
+    t.add_argument(
+        "--report",
+        metavar="HTML",
+        help="also write a self-contained HTML page: the job summary, every record error, "
+        "and fan charts of a few series",
+    )
     t.set_defaults(func=_cmd_transform)
 
     tr = sub.add_parser("train", help="train a DeepAR model on SageMaker-format JSON Lines")
@@ -255,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--dir", default="batchcast-demo", help="where to put data, model and output")
     d.add_argument("--workers", type=int, help="model workers (default one per CPU)")
     d.set_defaults(func=_cmd_demo)
+    # Commands that live in their own rooms register their own parsers.
+    add_report_parsers(sub)  # evaluate, plot, backtest
     return parser
 
 

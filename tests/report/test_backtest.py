@@ -143,3 +143,29 @@ def test_backtest_command_prints_json(
     assert printed["series"] == 30
     assert printed["transform"]["status"] == "Completed"
     assert printed["metrics"]["mean_wQuantileLoss"] > 0
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_transform_report_flag_writes_the_page(
+    model_and_data: tuple[str, Path], tmp_path: Path
+) -> None:
+    """``batchcast transform --report`` through the real CLI: a page with the job's record
+    error, its counts and embedded fan charts, and no network reference."""
+    from batchcast.cli import main
+
+    model, data = model_and_data
+    bad = tmp_path / "in" / "series.jsonl"
+    bad.parent.mkdir()
+    bad.write_bytes(data.read_bytes() + b'{"start": "2020-01-01 00:00:00"}\n')
+    page = tmp_path / "report.html"
+    status = main(
+        ["transform", "--model", model, "--input", str(bad.parent), "--output",
+         str(tmp_path / "out"), "--workers", "1", "--on-error", "record", "--report", str(page)]
+    )  # fmt: skip
+    assert status == 0
+    html = page.read_text()
+    assert "data:image/png;base64," in html
+    assert "target" in html
+    assert ">31<" in html
+    assert "http://" not in html
+    assert "https://" not in html
