@@ -675,7 +675,15 @@ def _read_training_lines(uris: Sequence[str]) -> list[tuple[str, list[bytes]]]:
     for spec in uris:
         for obj in list_inputs(spec):
             # The whole object as one shard; no line is too long to train on.
-            shard = Shard(0, obj.uri, 0, obj.size, 0, 1, obj.compressed)
+            shard = Shard(
+                file_index=0,
+                uri=obj.uri,
+                start=0,
+                end=obj.size,
+                index=0,
+                count=1,
+                compressed=obj.compressed,
+            )
             files.append((obj.uri, read_shard_lines(shard, max_line_bytes=1 << 62).lines))
     return files
 

@@ -11,28 +11,79 @@ after ``end - 1``. Neighbouring shards therefore share each boundary newline exa
 
 Lines are split on ``b"\\n"`` only (never ``str.splitlines``, which also splits on U+2028
 and friends that JSON strings may hold); a trailing ``b"\\r"`` is stripped.
+
+Two decisions at a file's edges (issue 9), both made here so that transform, training and
+every other reader see the same lines:
+
+- A UTF-8 byte order mark at the start of a file is dropped, as SageMaker's containers
+  accept it (Windows tools write one); anywhere else those bytes stay data (and an error).
+  A first line too long to be held keeps it in its reported length.
+- An empty last line, which a file ending in two newlines has, is no record and gets no
+  output line. Only the last one: a blank line anywhere else stays a record error (SPEC.md
+  §1), and so does a last line of spaces. The shard the line starts in sees that the object
+  ends after it (one byte read past the shard when its last line is empty), so this does
+  not depend on how the object is sharded.
+
+A corrupt or truncated gzip stream raises :class:`CorruptInputError` (a :class:`ShardError`
+naming the URI), distinct from a failed read, so a caller can fail that file alone.
 """
 
 from __future__ import annotations
 
+import gzip
 import math
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from batchcast.errors import ConfigError, ShardError
 from batchcast.io.sources import READ_ERRORS, InputObject, open_range
 
-__all__ = ["CHUNK_BYTES", "Shard", "ShardLines", "plan_shards", "read_shard_lines"]
+__all__ = [
+    "CHUNK_BYTES",
+    "CorruptInputError",
+    "Shard",
+    "ShardLines",
+    "plan_shards",
+    "read_shard_lines",
+]
 
 # Read size: large enough that per-chunk Python overhead vanishes next to the bytes, small
 # enough that a worker's transient memory stays a few MiB per shard.
 CHUNK_BYTES = 1 << 20
 
+UTF8_BOM = b"\xef\xbb\xbf"
 
-@dataclass(frozen=True)
+# What a damaged gzip stream raises (bad header or CRC, bad deflate data, cut short).
+_CORRUPT_GZIP = (gzip.BadGzipFile, zlib.error, EOFError)
+
+
+class CorruptInputError(ShardError):
+    """An input object's bytes are damaged: a corrupt or truncated gzip stream.
+
+    Unlike other read failures this says nothing about the storage or the network: the
+    object itself is bad, so retrying cannot help and the other files of a job are not
+    affected (the runner fails that file alone in ``record`` and ``fail-file`` modes).
+
+    Args:
+        uri: the damaged object.
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, uri: str, reason: str) -> None:
+        self.uri = uri
+        self.reason = reason
+        super().__init__(f"{uri!r} is not a readable gzip stream: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep the fields when the error crosses a process boundary (Ray pickles it).
+        return (CorruptInputError, (self.uri, self.reason))
+
+
+@dataclass(frozen=True, kw_only=True)
 class Shard:
-    """A byte range ``[start, end)`` of one input object.
+    """A byte range ``[start, end)`` of one input object (built with keyword arguments).
 
     Attributes:
         file_index: the object's position in the listed inputs.
@@ -92,7 +143,15 @@ def plan_shards(objects: Sequence[InputObject], *, target_bytes: int) -> list[Sh
         count = 1 if obj.compressed else max(1, math.ceil(obj.size / target_bytes))
         bounds = [obj.size * i // count for i in range(count + 1)]
         shards.extend(
-            Shard(file_index, obj.uri, bounds[i], bounds[i + 1], i, count, obj.compressed)
+            Shard(
+                file_index=file_index,
+                uri=obj.uri,
+                start=bounds[i],
+                end=bounds[i + 1],
+                index=i,
+                count=count,
+                compressed=obj.compressed,
+            )
             for i in range(count)
         )
     return shards
@@ -111,10 +170,12 @@ def read_shard_lines(
             ``max_line_bytes``).
 
     Returns:
-        The shard's lines, numbered locally from 0.
+        The shard's lines, numbered locally from 0 (a leading byte order mark and an empty
+        last line of the object left out, see the module docstring).
 
     Raises:
-        ShardError: when the object cannot be read (I/O error, missing object, corrupt gzip).
+        CorruptInputError: for a corrupt or truncated gzip object.
+        ShardError: when the object cannot be read (I/O error, missing object, timeout).
         ValueError: for ``chunk_bytes`` < 1 or ``max_line_bytes`` < 0.
     """
     if chunk_bytes < 1 or max_line_bytes < 0:
@@ -122,30 +183,42 @@ def read_shard_lines(
             f"need chunk_bytes >= 1 and max_line_bytes >= 0, got {chunk_bytes}, {max_line_bytes}"
         )
     collector = _LineCollector(max_line_bytes)
+    ends_object = False
     if shard.compressed or shard.end > shard.start:
         try:
-            _read_range(shard, collector, chunk_bytes)
+            ends_object = _read_range(shard, collector, chunk_bytes)
+        except _CORRUPT_GZIP as err:
+            if not shard.compressed:  # EOFError from a plain read is a transport failure
+                raise ShardError(f"cannot read {shard.uri!r}: {err}") from err
+            raise CorruptInputError(shard.uri, str(err) or type(err).__name__) from err
         except READ_ERRORS as err:
             raise ShardError(
                 f"cannot read {shard.uri!r} bytes [{shard.start}, {shard.end}): {err}"
             ) from err
-    return ShardLines(collector.lines, collector.oversize)
+    lines, oversize = collector.lines, collector.oversize
+    if ends_object and collector.last_is_empty():
+        lines.pop()  # the empty last line of a file ending in two newlines
+    if (shard.start == 0 or shard.compressed) and lines[:1] and lines[0].startswith(UTF8_BOM):
+        lines[0] = lines[0][len(UTF8_BOM) :]
+    return ShardLines(lines, oversize)
 
 
-def _read_range(shard: Shard, collector: _LineCollector, chunk: int) -> None:
+def _read_range(shard: Shard, collector: _LineCollector, chunk: int) -> bool:
+    """Feed the shard's lines to ``collector``; whether its last line ends the object."""
     if shard.compressed:
         with open_range(shard.uri, compressed=True) as stream:
             while data := stream.read(chunk):
                 collector.feed(data)
         collector.finish()
-        return
+        return True
     with open_range(shard.uri, max(shard.start - 1, 0), compressed=False) as stream:
         first = _skip_partial_line(stream, shard.start, shard.end, chunk)
-        if first is not None:  # else no newline at or after start - 1: no line starts here
-            data, position = first
-            _collect_until(
-                stream, data, position=position, end=shard.end, out=collector, size=chunk
-            )
+        if first is None:  # no newline at or after start - 1: no line starts here
+            return False
+        data, position = first
+        return _collect_until(
+            stream, data, position=position, end=shard.end, out=collector, size=chunk
+        )
 
 
 def _skip_partial_line(
@@ -172,11 +245,16 @@ def _skip_partial_line(
 
 def _collect_until(
     stream: BinaryIO, chunk: bytes, *, position: int, end: int, out: _LineCollector, size: int
-) -> None:
+) -> bool:
     """Feed lines from ``chunk`` (whose first byte is at absolute ``position``) on, through
-    the first newline at or after ``end - 1``, or to the end of the object."""
+    the first newline at or after ``end - 1``, or to the end of the object.
+
+    Returns:
+        Whether the last line fed ends the object. Only asked of the stream (one more byte
+        read) when that line is empty, the one case a caller needs it for.
+    """
     if position >= end:  # the skipped newline was at or after end - 1: no line starts here
-        return
+        return False
     while True:
         if chunk:
             last = end - 1 - position  # from this index on, a newline closes the shard
@@ -184,13 +262,16 @@ def _collect_until(
                 newline = chunk.find(b"\n", max(last, 0))
                 if newline >= 0:
                     out.feed(chunk[: newline + 1])
-                    break
+                    out.finish()
+                    rest = chunk[newline + 1 :]
+                    return out.last_is_empty() and not rest and not stream.read(1)
             out.feed(chunk)
             position += len(chunk)
         chunk = stream.read(size)
         if not chunk:
             break
     out.finish()
+    return True
 
 
 class _LineCollector:
@@ -227,6 +308,11 @@ class _LineCollector:
             lines.append(line)
         if tail:
             self._extend(tail)
+
+    def last_is_empty(self) -> bool:
+        """Whether the last line so far is empty (and not an oversize line's empty slot)."""
+        last = len(self.lines) - 1
+        return last >= 0 and self.lines[last] == b"" and last not in self.oversize
 
     def finish(self) -> None:
         """End of the range: a non-empty partial line is the last line (no final newline)."""

@@ -8,6 +8,20 @@ listed object becomes an :class:`InputObject`; its ``relpath`` names its output
 S3 goes through boto3 and smart_open with the standard AWS configuration (environment,
 shared config, instance role), so ``AWS_ENDPOINT_URL_S3`` points everything at any
 S3-compatible endpoint; no endpoint is hard-coded here.
+
+No S3 call waits forever: every request made through :func:`s3_client` (listing, HEAD, the
+ranged GETs of :func:`open_range`, the uploads of ``io.sinks``) has a connect timeout, a read
+timeout and a bounded number of attempts (:func:`s3_config`). Worst cases with the defaults
+(connect 5 s, read 20 s, 3 attempts, botocore's "standard" backoff of at most 1 s then 2 s):
+
+- one request to a dead or frozen endpoint fails after at most 3 x (5 + 20) + 3 = 78 s;
+- a GET whose body stalls mid-stream: 20 s for the stalled read, 1 s of smart_open's pause,
+  then one fresh ranged GET (at most 78 s): about 100 s before the error;
+- an endpoint that keeps answering some requests and stalling others is bounded by
+  smart_open's five body re-reads per read call: at most 5 x (20 + 78) + 31 s, about 9 min.
+
+``BATCHCAST_S3_CONNECT_TIMEOUT``, ``BATCHCAST_S3_READ_TIMEOUT`` (seconds) and
+``BATCHCAST_S3_MAX_ATTEMPTS`` change them; the bounds scale accordingly.
 """
 
 from __future__ import annotations
@@ -26,6 +40,7 @@ import botocore.config
 import botocore.exceptions
 import orjson
 import smart_open
+import smart_open.s3
 
 from batchcast.errors import ConfigError, ShardError
 
@@ -37,6 +52,7 @@ __all__ = [
     "local_path",
     "open_range",
     "s3_client",
+    "s3_config",
     "split_s3",
 ]
 
@@ -102,30 +118,86 @@ def local_path(uri: str) -> str:
     return uri[len("file://") :] if uri.startswith("file://") else uri
 
 
+# Defaults of s3_config (see the module docstring for the worst cases they give).
+S3_CONNECT_TIMEOUT_S = 5.0
+S3_READ_TIMEOUT_S = 20.0
+S3_MAX_ATTEMPTS = 3
+
+
+def _env_number(name: str, default: float, *, integer: bool = False) -> float:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text) if integer else float(text)
+    except ValueError:
+        value = 0
+    if not value > 0:
+        raise ConfigError(
+            f"{name} must be a positive {'integer' if integer else 'number'}, got {text!r}"
+        )
+    return value
+
+
+def s3_config() -> botocore.config.Config:
+    """The botocore configuration of every S3 client batchcast makes.
+
+    Connect and read timeouts and a bounded retry policy ("standard" mode: throttling and
+    transient errors are retried with jittered exponential backoff), read from
+    ``BATCHCAST_S3_CONNECT_TIMEOUT``, ``BATCHCAST_S3_READ_TIMEOUT`` and
+    ``BATCHCAST_S3_MAX_ATTEMPTS`` when set.
+
+    Raises:
+        ConfigError: when one of those variables is not a positive number.
+    """
+    return botocore.config.Config(
+        connect_timeout=_env_number("BATCHCAST_S3_CONNECT_TIMEOUT", S3_CONNECT_TIMEOUT_S),
+        read_timeout=_env_number("BATCHCAST_S3_READ_TIMEOUT", S3_READ_TIMEOUT_S),
+        # max_attempts counts the first try too (botocore's standard mode).
+        retries={
+            "max_attempts": int(
+                _env_number("BATCHCAST_S3_MAX_ATTEMPTS", S3_MAX_ATTEMPTS, integer=True)
+            ),
+            "mode": "standard",
+        },
+        # One connection per concurrent reader or writer thread in a worker.
+        max_pool_connections=64,
+    )
+
+
 _client_lock = threading.Lock()
-_clients: dict[tuple[int, str | None, str | None], Any] = {}
+_clients: dict[tuple[Any, ...], Any] = {}
+_CLIENT_ENV = (
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL",
+    "BATCHCAST_S3_CONNECT_TIMEOUT",
+    "BATCHCAST_S3_READ_TIMEOUT",
+    "BATCHCAST_S3_MAX_ATTEMPTS",
+)
 
 
 def s3_client() -> Any:
-    """The process's boto3 S3 client, created on first use.
+    """The process's boto3 S3 client (configured by :func:`s3_config`), created on first use.
 
     Clients are thread-safe but creating one from the default session is not, hence the
     lock. The cache is keyed by process id (a forked child must not reuse its parent's
-    connection pool) and by the endpoint variables, so changing ``AWS_ENDPOINT_URL_S3``
-    (as tests do) takes effect without a restart.
+    connection pool) and by the endpoint and timeout variables, so changing them (as tests
+    do) takes effect without a restart.
+
+    Raises:
+        ConfigError: for an invalid timeout or attempt variable.
     """
-    key = (os.getpid(), os.environ.get("AWS_ENDPOINT_URL_S3"), os.environ.get("AWS_ENDPOINT_URL"))
+    key = (os.getpid(), *(os.environ.get(name) for name in _CLIENT_ENV))
     client = _clients.get(key)
     if client is None:
         with _client_lock:
             client = _clients.get(key)
             if client is None:
-                config = botocore.config.Config(
-                    # One connection per concurrent reader or writer thread in a worker.
-                    max_pool_connections=64,
-                    retries={"max_attempts": 6, "mode": "standard"},
-                )
-                client = boto3.session.Session().client("s3", config=config)
+                client = boto3.session.Session().client("s3", config=s3_config())
+                # smart_open retries its multipart calls on EndpointConnectionError itself,
+                # 6 times 10 s apart, on top of the client's own attempts (its documented
+                # knob): one attempt keeps the worst case the client's.
+                smart_open.s3.RETRY.attempts = 1
                 _clients[key] = client
     return client
 
@@ -134,7 +206,9 @@ def s3_client() -> Any:
 # Listing
 
 
-def list_inputs(input: str, *, data_type: str = "S3Prefix") -> list[InputObject]:
+def list_inputs(
+    input: str, *, data_type: str = "S3Prefix", exclude: str | None = None
+) -> list[InputObject]:
     """List the objects an input names, in a stable order.
 
     Args:
@@ -145,6 +219,10 @@ def list_inputs(input: str, *, data_type: str = "S3Prefix") -> list[InputObject]
             ``data_type="ManifestFile"`` a manifest ``[{"prefix": "s3://b/p/"}, "rel/key", ...]``
             (local or on S3).
         data_type: ``"S3Prefix"`` (the default; also used for local inputs) or ``"ManifestFile"``.
+        exclude: a folder or S3 prefix whose objects are never input, typically the job's own
+            output location when it lies inside the input (``out/`` under ``data/``), so a
+            second run does not read the first one's ``.out`` files back. It is matched as a
+            folder: ``s3://b/out`` excludes ``s3://b/out/x`` but not ``s3://b/outline.jsonl``.
 
     Returns:
         The input objects, sorted by relpath (manifest: in the manifest's order).
@@ -161,9 +239,22 @@ def list_inputs(input: str, *, data_type: str = "S3Prefix") -> list[InputObject]
         objects = _list_s3_prefix(input)
     else:
         objects = _list_local(local_path(input))
+    if exclude is not None:
+        objects = [o for o in objects if not _inside(o.uri, exclude)]
     if not objects:
-        raise ConfigError(f"input {input!r} names no object to transform")
+        where = "" if exclude is None else f" outside {exclude!r}"
+        raise ConfigError(f"input {input!r} names no object to transform{where}")
     return objects
+
+
+def _inside(uri: str, folder: str) -> bool:
+    """Whether ``uri`` lies in ``folder`` (an S3 prefix or a local folder, as a folder)."""
+    if is_s3(folder):
+        return uri.startswith(folder.rstrip("/") + "/")
+    if is_s3(uri):
+        return False
+    base = os.path.abspath(local_path(folder))
+    return uri == base or uri.startswith(base.rstrip(os.sep) + os.sep)
 
 
 def _skipped(name: str) -> bool:

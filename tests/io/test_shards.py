@@ -26,11 +26,15 @@ from batchcast.io import (
 
 
 def _expected_lines(data: bytes) -> list[bytes]:
-    """The reference: split on b"\\n" only, no trailing empty remainder, one \\r stripped."""
+    """The reference: split on b"\\n" only, no trailing empty remainder, one \\r stripped,
+    and an empty last line (a file ending in two newlines) dropped."""
     lines = data.split(b"\n")
     if lines[-1] == b"":
         lines.pop()
-    return [line[:-1] if line.endswith(b"\r") else line for line in lines]
+    lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return lines
 
 
 def _read_all(shards: list[Shard], **kwargs: Any) -> tuple[list[bytes], dict[int, int]]:
@@ -96,7 +100,15 @@ def test_plan_covers_every_byte_once_and_is_pure() -> None:
 def test_gzip_objects_are_one_shard() -> None:
     objects = [InputObject("/x/a.jsonl.gz", 10_000, "a.jsonl.gz", True)]
     assert plan_shards(objects, target_bytes=10) == [
-        Shard(0, "/x/a.jsonl.gz", 0, 10_000, 0, 1, True)
+        Shard(
+            file_index=0,
+            uri="/x/a.jsonl.gz",
+            start=0,
+            end=10_000,
+            index=0,
+            count=1,
+            compressed=True,
+        )
     ]
 
 
@@ -147,8 +159,10 @@ def test_shard_starting_exactly_at_a_line_keeps_it(tmp_path: Path) -> None:
     path.write_bytes(b"aaaa\nbbbb\ncccc\n")  # lines start at 0, 5, 10
     objects = list_inputs(str(path))
     shards = [
-        Shard(0, objects[0].uri, 0, 5, 0, 2, False),
-        Shard(0, objects[0].uri, 5, 15, 1, 2, False),
+        Shard(file_index=0, uri=objects[0].uri, start=0, end=5, index=0, count=2, compressed=False),
+        Shard(
+            file_index=0, uri=objects[0].uri, start=5, end=15, index=1, count=2, compressed=False
+        ),
     ]
     assert [read_shard_lines(s, max_line_bytes=100).lines for s in shards] == [
         [b"aaaa"],
@@ -205,7 +219,15 @@ def test_oversize_line_is_streamed_not_held(tmp_path: Path) -> None:
 
 
 def test_missing_file_is_a_shard_error(tmp_path: Path) -> None:
-    shard = Shard(0, str(tmp_path / "gone.jsonl"), 0, 10, 0, 1, False)
+    shard = Shard(
+        file_index=0,
+        uri=str(tmp_path / "gone.jsonl"),
+        start=0,
+        end=10,
+        index=0,
+        count=1,
+        compressed=False,
+    )
     with pytest.raises(ShardError, match=r"gone\.jsonl"):
         read_shard_lines(shard, max_line_bytes=100)
 
@@ -261,6 +283,14 @@ def test_s3_gzip_and_missing_key(s3_bucket: str, get_requests: list[str]) -> Non
     [shard] = plan_shards(list_inputs(f"s3://{s3_bucket}/f.jsonl.gz"), target_bytes=64)
     assert read_shard_lines(shard, max_line_bytes=100).lines == _expected_lines(data)
     assert len(get_requests) == 1
-    gone = Shard(0, f"s3://{s3_bucket}/gone.jsonl", 0, 10, 0, 1, False)
+    gone = Shard(
+        file_index=0,
+        uri=f"s3://{s3_bucket}/gone.jsonl",
+        start=0,
+        end=10,
+        index=0,
+        count=1,
+        compressed=False,
+    )
     with pytest.raises(ShardError, match=r"gone\.jsonl"):
         read_shard_lines(gone, max_line_bytes=100)
