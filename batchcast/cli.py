@@ -210,8 +210,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--forward-fields", type=_fields, help="input fields copied to outputs, e.g. item_id"
     )
-    t.add_argument("--batch-strategy", choices=["SingleRecord", "MultiRecord"])
-    t.add_argument("--assemble-with", choices=["Line", "None"])
+    t.add_argument(
+        "--batch-strategy",
+        choices=["SingleRecord", "MultiRecord"],
+        help="BatchStrategy: both accepted; records are always vectorised",
+    )
+    t.add_argument(
+        "--assemble-with",
+        choices=["Line", "None"],
+        help="Line (default: each output record ends with a newline) or None (concatenated)",
+    )
     t.add_argument("--max-payload-mb", type=float, help="largest record in MB (1-100, default 6)")
     t.add_argument(
         "--data-type", choices=["S3Prefix", "ManifestFile"], help="input kind (default S3Prefix)"
@@ -244,21 +252,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--hyperparameters", required=True, help="hyperparameters JSON (SageMaker names)"
     )
     tr.add_argument("--model-dir", required=True, help="output model folder (or .tar.gz)")
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument(
+        "--seed", type=int, default=0, help="training seed: the same seed, the same model"
+    )
     tr.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     tr.set_defaults(func=_cmd_train)
 
     p = sub.add_parser(
         "predict", help="answer one online request {instances, configuration} in process"
     )
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help="model folder or model.tar.gz (local or s3://)")
     p.add_argument("request", nargs="?", default="-", help="request JSON file, or - for stdin")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed", type=int, default=0, help="sampling seed: the same request, the same answer"
+    )
     p.set_defaults(func=_cmd_predict)
 
     g = sub.add_parser("import-gluonts", help="convert a serialized GluonTS torch DeepAR predictor")
     g.add_argument("src", help="folder written by predictor.serialize()")
-    g.add_argument("--model-dir", required=True)
+    g.add_argument("--model-dir", required=True, help="the batchcast model folder to write")
     g.set_defaults(func=_cmd_import)
 
     d = sub.add_parser(
