@@ -13,17 +13,28 @@ It computes the same function in far fewer operations:
 * Sampled values live in one preallocated ``(B * S, P)`` buffer; lags are gathered from it with
   precomputed indices. No per-step concatenation of the 744-point history (31% of GluonTS's
   forward) and no per-step allocation of large buffers (its page-fault churn).
-* LSTM cells run in place on preallocated gate buffers, with the gate rows reordered to
-  ``i, f, o, g`` and tanh computed through sigmoid, so one sigmoid covers all four gates.
+* On CPU the elementwise half of each LSTM step is one pass of a small C kernel
+  (:mod:`batchcast.forecast.native`) instead of ~10 torch kernels, and the chunk's rows go
+  through the GEMMs and the kernel in tiles of ``tile_rows`` that keep the gate buffer in
+  cache (:mod:`batchcast.forecast.tuning` picks the size from this CPU's L2).
+* ``precision="bf16"`` runs the GEMMs in bfloat16 where the CPU has bf16 units
+  (:mod:`batchcast.forecast.precision`); state and sampling stay fp32.
 
-Randomness comes from an explicit ``torch.Generator`` and is consumed in GluonTS's order, so
-the same generator state gives the same paths on any batch split into the same chunks.
+Output identity. Randomness comes from an explicit ``torch.Generator`` and is consumed in
+GluonTS's order. Its unit of work is the chunk of ``forecast(max_rows=...)``: each step draws
+once for all of a chunk's rows, after every tile has produced its distribution parameters,
+so the generator sees the same calls whatever the tiling. Tiles only split the deterministic
+arithmetic, and each row is computed by the same code in any tile (quantum-aligned GEMM
+rows, a row-by-row kernel). Hence the same job and seed give the same bytes on one machine
+whatever ``tile_rows`` is (tested), while ``max_rows``, like the seed, is part of the
+output's identity. Without the C kernel (no compiler, ``BATCHCAST_NATIVE=0``, CUDA) the
+sampler runs the earlier all-torch path untiled, byte for byte as before issue 11; the fused
+path differs from it in the last bits (~1e-6 relative).
 """
 
 from __future__ import annotations
 
 import bisect
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -108,30 +119,18 @@ def _cell(gates: torch.Tensor, c: torch.Tensor, h: torch.Tensor, tmp: torch.Tens
     torch.mul(o, tmp, out=h)
 
 
-def _tiles(num_series: int, num_samples: int, tile_rows: int) -> list[tuple[int, int, int, int]]:
-    """Split a chunk's rows into tiles ``(b0, b1, r0, r1)``: rows ``r0:r1`` of series ``b0:b1``.
+# Every GEMM of the fused path runs on a multiple of this many rows starting at a multiple of
+# it, so a row sits at the same position within MKL's row blocks (heights 4, 6, 8, 12, 16,
+# 24 all divide 48) whatever the tile: measured, MKL computes the rows of a 2- or 3-row
+# block tail 1 ulp differently from the same rows inside a full block.
+TILE_QUANTUM = 48
 
-    A tile holds whole series when ``tile_rows >= num_samples`` (series spread evenly, so no
-    tile is much smaller than the others), else part of one series. Tiles never go below 8
-    rows unless the whole chunk is smaller: MKL computes a GEMM row differently for M <= 3.
-    """
-    s = num_samples
-    if tile_rows >= s * num_series:
-        return [(0, num_series, 0, num_series * s)]
-    out = []
-    if tile_rows >= s:
-        per = tile_rows // s
-        count = -(-num_series // per)
-        bounds = [num_series * i // count for i in range(count + 1)]
-        for b0, b1 in itertools.pairwise(bounds):
-            out.append((b0, b1, b0 * s, b1 * s))
-        return out
-    parts = -(-s // max(tile_rows, 8))
-    cuts = [s * i // parts for i in range(parts + 1)]
-    for b in range(num_series):
-        for lo, hi in itertools.pairwise(cuts):
-            out.append((b, b + 1, b * s + lo, b * s + hi))
-    return out
+
+def _tiles(num_rows: int, tile_rows: int) -> list[tuple[int, int]]:
+    """Row ranges ``(r0, r1)`` of ``num_rows`` (a multiple of :data:`TILE_QUANTUM`), each a
+    multiple of the quantum long (``tile_rows`` rounded down, at least one quantum)."""
+    size = max(TILE_QUANTUM, tile_rows // TILE_QUANTUM * TILE_QUANTUM)
+    return [(r0, min(r0 + size, num_rows)) for r0 in range(0, num_rows, size)]
 
 
 @torch.inference_mode()
@@ -195,8 +194,9 @@ def sample_paths(
     else:
         if tile_rows is None:
             tile_rows = rule_tile_rows(spec.num_cells, spec.num_layers, resolved)
-        tiles = _tiles(b, s, tile_rows)
-        _steps_fused(model, kernel, state, z_past, static, covariates, tiles, resolved, generator)
+        _steps_fused(
+            model, kernel, state, z_past, static, covariates, tile_rows, resolved, generator
+        )
     return samples.view(b, s, p)
 
 
@@ -277,52 +277,72 @@ def _steps_fused(
     z_past: torch.Tensor,
     static: torch.Tensor,
     covariates: torch.Tensor,
-    tiles: list[tuple[int, int, int, int]],
+    tile_rows: int,
     precision: Precision,
     generator: torch.Generator | None,
 ) -> None:
     """Steps 1..P-1 tile by tile: GEMMs by torch (MKL/oneDNN), the cell by the fused kernel.
 
-    Each tile's gate buffer stays in cache between its GEMMs and its cell pass. Every row is
-    computed by the same code whatever tile it falls in (GEMM rows do not depend on the other
-    rows of a call of >= 4 rows; the kernel works row by row), so tiling changes speed only.
-    The draws stay chunk-wide (:func:`_draw`).
+    Each tile's gate buffer stays in cache between its GEMMs and its cell pass. The chunk's
+    rows are padded to a multiple of :data:`TILE_QUANTUM` (padding rows compute garbage that
+    is never drawn from) and tiles are quantum-aligned, so every row goes through the same
+    GEMM blocks and the same row-by-row kernel code whatever ``tile_rows`` is: tiling changes
+    speed only. The draws stay chunk-wide (:func:`_draw`).
     """
     spec = model.spec
     n, hidden = state.samples.shape[0], spec.num_cells
+    s = n // z_past.shape[0]
+    padded = -(-n // TILE_QUANTUM) * TILE_QUANTUM
     h4 = 4 * hidden
     device = state.samples.device
     layers = [_LayerWeights(model.rnn, i, reorder=False) for i in range(spec.num_layers)]
+    # (P-1, B, 4H): step k's path-independent gates, one row per series, gathered per tile row.
     fixed_gates = _fixed_gates(model, layers[0], z_past, static, covariates)
+    fixed_gates = fixed_gates.transpose(0, 1).contiguous()
+    row_series = (torch.arange(padded, device=device) // s).clamp_(max=z_past.shape[0] - 1)
     w_lag_t = layers[0].w_ih_t[: len(spec.lags)]
     head_w_t = model.head.weight.t().contiguous()
-    # Head outputs stored argument-major, (A, N): the likelihood's domain_map then reads each
-    # argument as a contiguous column (softplus on a stride-3 view costs ~7x more here).
-    raw = torch.empty(model.likelihood.num_args, n, device=device).t()
+    pad = padded - n
+    h = [torch.nn.functional.pad(x, (0, 0, 0, pad)) for x in state.h]
+    c = [torch.nn.functional.pad(x, (0, 0, 0, pad)) for x in state.c]
+    # Head outputs stored argument-major, (A, rows): the likelihood's domain_map then reads
+    # each argument as a contiguous column (softplus on a stride-3 view costs ~7x more here).
+    raw_t = torch.empty(model.likelihood.num_args, padded, device=device)
+    raw = raw_t.t()
     sampled_cols = _sampled_cols(model)
-    most = max(r1 - r0 for _, _, r0, r1 in tiles)
+    lags = torch.zeros(padded, max(len(x) for x in sampled_cols), device=device)
+    tiles = _tiles(padded, tile_rows)
+    most = max(r1 - r0 for r0, r1 in tiles)
     gates = torch.empty(most, h4, device=device)
-    h, c = state.h, state.c
-    if precision == "bf16":
-        bf = _Bf16(layers, h, most, device)
+    bf = _Bf16(layers, h, most, device) if precision == "bf16" else None
     for k in range(1, spec.prediction_length):
         m = len(sampled_cols[k])
-        lag_in = state.scaled[:, sampled_cols[k]] if m else None  # (N, m), once per step
-        for b0, b1, r0, r1 in tiles:
+        if m:
+            lags[:n, :m] = state.scaled[:, sampled_cols[k]]  # once per step for the chunk
+        for r0, r1 in tiles:
             t = r1 - r0
             g = gates[:t]
-            if precision == "bf16":
+            lag_in = lags[r0:r1, :m] if m else None
+            if bf is not None:
                 bf.layer0(
-                    kernel, g, fixed_gates[b0:b1, k - 1], lag_in, w_lag_t[:m], r0, r1, c[0], h[0]
+                    kernel,
+                    fixed_gates[k - 1],
+                    row_series[r0:r1],
+                    lag_in,
+                    w_lag_t[:m],
+                    r0,
+                    r1,
+                    c[0],
+                    h[0],
                 )
             else:
-                torch.mm(h[0][r0:r1], layers[0].w_hh_t, out=g)
-                g.view(b1 - b0, -1, h4).add_(fixed_gates[b0:b1, k - 1, None, :])
+                torch.index_select(fixed_gates[k - 1], 0, row_series[r0:r1], out=g)
+                g.addmm_(h[0][r0:r1], layers[0].w_hh_t)
                 if lag_in is not None:
-                    g.addmm_(lag_in[r0:r1], w_lag_t[:m])
+                    g.addmm_(lag_in, w_lag_t[:m])
                 _run_cell(kernel, g, c[0][r0:r1], h[0][r0:r1])
             for layer in range(1, spec.num_layers):
-                if precision == "bf16":
+                if bf is not None:
                     bf.upper(kernel, layer, r0, r1, c[layer], h[layer])
                     continue
                 w = layers[layer]
@@ -330,7 +350,7 @@ def _steps_fused(
                 g.addmm_(h[layer][r0:r1], w.w_hh_t)
                 _run_cell(kernel, g, c[layer][r0:r1], h[layer][r0:r1])
             torch.addmm(model.head.bias, h[-1][r0:r1], head_w_t, out=raw[r0:r1])
-        _draw(model, state, raw, k, generator)
+        _draw(model, state, raw_t[:, :n].t(), k, generator)
 
 
 def _run_cell(kernel: LstmKernel, gates: torch.Tensor, c: torch.Tensor, h: torch.Tensor) -> None:
@@ -414,8 +434,8 @@ class _Bf16:
     def layer0(
         self,
         kernel: LstmKernel,
-        g: torch.Tensor,
         fixed: torch.Tensor,
+        series: torch.Tensor,
         lag_in: torch.Tensor | None,
         w_lag: torch.Tensor,
         r0: int,
@@ -423,18 +443,16 @@ class _Bf16:
         c: torch.Tensor,
         h: torch.Tensor,
     ) -> None:
+        """Layer 0 on rows r0:r1: bf16 recurrent GEMM, fp32 addend of fixed gates and lags."""
         t = r1 - r0
         src, _ = self._h16(0)
         torch.mm(src[r0:r1], self.w0, out=self.out16[:t])
         add = self.add[:t]
-        add.view(fixed.shape[0], -1, 4 * self.hidden).copy_(
-            fixed[:, None, :].expand(-1, t // fixed.shape[0], -1)
-        )
+        torch.index_select(fixed, 0, series, out=add)
         if lag_in is not None:
-            add.addmm_(lag_in[r0:r1], w_lag)
+            add.addmm_(lag_in, w_lag)
         dst, stride = self._h16(0)
         self._cell(kernel, t, add, 4 * self.hidden, c[r0:r1], h[r0:r1], dst[r0:r1], stride)
-        # With 3+ layers, layer 1's own h slot is the first half of x[2]; layer 0 wrote x[1].
 
     def upper(
         self, kernel: LstmKernel, layer: int, r0: int, r1: int, c: torch.Tensor, h: torch.Tensor

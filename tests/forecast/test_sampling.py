@@ -382,3 +382,187 @@ def test_forecast_empty_batch(make_model: Callable[..., DeepAR]) -> None:
         (0, 1, 4),
         (0, 5, 4),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiles, the fused cell, precision (issue 11)
+
+
+def _fused_kernel_available() -> bool:
+    from batchcast.forecast.native import lstm_kernel
+
+    return lstm_kernel() is not None
+
+
+needs_kernel = pytest.mark.skipif(
+    not _fused_kernel_available(), reason="no fused cell here (no C compiler, or BATCHCAST_NATIVE=0)"
+)
+
+
+@needs_kernel
+@pytest.mark.parametrize(("num_cells", "num_layers", "num_samples"), [(8, 2, 12), (13, 3, 7)])
+def test_tile_rows_never_change_output_bytes(
+    num_cells: int,
+    num_layers: int,
+    num_samples: int,
+    make_model: Callable[..., DeepAR],
+    make_batch: Callable[..., SeriesBatch],
+) -> None:
+    """Rows per physical step is a speed knob: tiles of whole series, of parts of a series and
+    the untiled chunk give the same bytes for the same seed (13 cells: rows not a multiple of
+    the vector width; 7 samples: series straddle tile boundaries)."""
+    model = make_model(num_cells=num_cells, num_layers=num_layers, prediction_length=5)
+    batch = make_batch(prediction_length=5)
+    config = InferenceConfig.from_mapping(
+        {"num_samples": num_samples, "output_types": ["samples", "mean", "quantiles"]}
+    )
+
+    def run(tile_rows: int) -> bytes:
+        out = forecast(
+            model, batch, config, generator=torch.Generator().manual_seed(4), tile_rows=tile_rows
+        )
+        assert out.samples is not None
+        assert out.mean is not None
+        assert out.quantiles is not None
+        return out.samples.tobytes() + out.mean.tobytes() + out.quantiles.tobytes()
+
+    reference = run(10_000)  # one tile: the whole chunk
+    for tile_rows in (16, 3 * num_samples, 5 * num_samples + 1, 8):
+        assert run(tile_rows) == reference, tile_rows
+    # ...and the output still depends on the seed
+    other = forecast(model, batch, config, generator=torch.Generator().manual_seed(5))
+    assert other.samples is not None
+    assert other.samples.tobytes() != reference[: other.samples.nbytes]
+
+
+@needs_kernel
+def test_fused_cell_matches_torch_ops(
+    make_model: Callable[..., DeepAR],
+    make_batch: Callable[..., SeriesBatch],
+    to_tensors: Tensors,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fused kernel and the torch-op fallback draw the same paths up to float rounding."""
+    from batchcast.forecast import native
+
+    model = make_model(num_layers=2, prediction_length=6)
+    inputs = _inputs(model, make_batch(prediction_length=6), to_tensors)
+    fused = sample_paths(
+        model, **inputs, num_samples=30, generator=torch.Generator().manual_seed(6)
+    )
+    monkeypatch.setattr(native, "lstm_kernel", lambda: None)
+    monkeypatch.setattr("batchcast.forecast.sampling.lstm_kernel", lambda: None)
+    plain = sample_paths(
+        model, **inputs, num_samples=30, generator=torch.Generator().manual_seed(6)
+    )
+    assert not torch.equal(fused, plain)  # two real code paths
+    _assert_close_relative(fused, plain)
+
+
+@needs_kernel
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+def test_bf16_is_within_its_tolerance_of_fp32(
+    num_layers: int,
+    make_model: Callable[..., DeepAR],
+    make_batch: Callable[..., SeriesBatch],
+    to_tensors: Tensors,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bf16 GEMMs (forced on, whatever this CPU has) move the paths by bf16 rounding only.
+
+    The same seed couples both runs draw by draw, so the paths differ only through the
+    distribution parameters. Tolerance: benchmarks/RESULTS.md measures a median relative
+    parameter error of ~2e-3 (bf16 has 8 significand bits: 2^-9 = 2e-3 per rounding); 2e-2
+    on every path value (relative to max(1, |fp32|)) leaves room for a few roundings to add
+    up over 6 steps, and is 10x below what an fp32-vs-bf16 mix-up of the weights gives.
+    """
+    monkeypatch.setenv("BATCHCAST_BF16", "force")
+    model = make_model(num_layers=num_layers, num_cells=16, prediction_length=6)
+    inputs = _inputs(model, make_batch(prediction_length=6), to_tensors)
+
+    def draw(precision: str) -> torch.Tensor:
+        return sample_paths(
+            model,
+            **inputs,
+            num_samples=40,
+            generator=torch.Generator().manual_seed(7),
+            precision=precision,
+        )
+
+    fp32, bf16 = draw("fp32"), draw("bf16")
+    relative = (fp32 - bf16).abs() / fp32.abs().clamp_min(1.0)
+    assert torch.isfinite(bf16).all()
+    assert relative.max().item() < 2e-2
+    assert relative.max().item() > 0  # bf16 really ran
+    # and bf16 with other tiles gives the same bytes as bf16 untiled
+    again = sample_paths(
+        model,
+        **inputs,
+        num_samples=40,
+        generator=torch.Generator().manual_seed(7),
+        precision="bf16",
+        tile_rows=16,
+    )
+    assert torch.equal(again, bf16)
+
+
+def test_bf16_without_hardware_says_so_and_runs_fp32(
+    make_model: Callable[..., DeepAR],
+    make_batch: Callable[..., SeriesBatch],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from batchcast.forecast import precision as precision_module
+
+    monkeypatch.delenv("BATCHCAST_BF16", raising=False)
+    monkeypatch.setattr(precision_module, "bf16_hardware", lambda: False)
+    precision_module._warn_once.cache_clear()
+    model = make_model(prediction_length=4)
+    batch = make_batch(prediction_length=4)
+    config = InferenceConfig(num_samples=10)
+    with caplog.at_level("WARNING", logger="batchcast.forecast.precision"):
+        bf16 = forecast(
+            model, batch, config, generator=torch.Generator().manual_seed(8), precision="bf16"
+        )
+    fp32 = forecast(model, batch, config, generator=torch.Generator().manual_seed(8))
+    assert [r.getMessage() for r in caplog.records if "bf16" in r.getMessage()] == [
+        "precision 'bf16' asked for, but this CPU has no bf16 matrix units "
+        "(AMX or AVX512-BF16): running fp32"
+    ]
+    assert bf16.mean is not None
+    assert fp32.mean is not None
+    assert bf16.mean.tobytes() == fp32.mean.tobytes()
+
+
+def test_unknown_precision_is_a_config_error(
+    make_model: Callable[..., DeepAR], make_batch: Callable[..., SeriesBatch]
+) -> None:
+    from batchcast.errors import ConfigError
+
+    model = make_model()
+    with pytest.raises(
+        ConfigError, match=r"precision must be one of \['fp32', 'bf16'\], got 'fp16'"
+    ):
+        forecast(
+            model,
+            make_batch(prediction_length=4),
+            InferenceConfig(num_samples=5),
+            generator=torch.Generator().manual_seed(0),
+            precision="fp16",
+        )
+
+
+def test_tile_rule_follows_the_cache_size() -> None:
+    from batchcast.forecast.tuning import calibrate_tile_rows, l2_bytes, rule_tile_rows
+
+    assert l2_bytes() >= 64 * 1024
+    small, large = rule_tile_rows(40, 2, cache=256 * 1024), rule_tile_rows(40, 2, cache=2 << 20)
+    assert small % 16 == 0
+    assert large % 16 == 0
+    assert 64 <= small < large <= 8192
+    assert rule_tile_rows(40, 2, "bf16", cache=2 << 20) < large  # bf16 rows carry more bytes
+    seen: list[int] = []
+    chosen, seconds = calibrate_tile_rows(seen.append, [64, 128], repeats=1)
+    assert chosen in (64, 128)
+    assert set(seconds) == {64, 128}
+    assert seen[0] == 64  # the warm-up ran first
