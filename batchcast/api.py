@@ -15,8 +15,8 @@ from batchcast.forecast.artifacts import LoadedModel, save_model
 from batchcast.forecast.config import DeepARConfig, InferenceConfig
 from batchcast.forecast.train import EpochReport, TrainResult, train_model
 from batchcast.io.join import Join
-from batchcast.io.records import load_training_data
 from batchcast.io.sinks import join_uri, write_bytes_atomic
+from batchcast.io.training import load_training_channels
 from batchcast.runner.driver import JobSummary, run_transform
 from batchcast.runner.job import TransformJob
 from batchcast.runner.online import predict_request
@@ -47,28 +47,13 @@ def train(
         on_epoch: progress callback.
     """
     config = DeepARConfig.from_hyperparameters(hyperparameters)
-    uris = [train] if isinstance(train, str) else list(train)
-    data = load_training_data(
-        uris,
-        prediction_length=config.prediction_length,
-        cardinality=config.cardinality,
-        num_dynamic_feat=config.num_dynamic_feat,
-    )
-    test_batch = None
-    if test is not None:
-        test_uris = [test] if isinstance(test, str) else list(test)
-        test_batch = load_training_data(
-            test_uris,
-            prediction_length=config.prediction_length,
-            cardinality=data.cardinality or "ignore",
-            num_dynamic_feat=data.num_dynamic_feat or "ignore",
-        ).batch
+    channels = load_training_channels(train, config=config, test=test)
     result = train_model(
         config,
-        data.batch,
-        cardinality=data.cardinality,
-        num_dynamic_feat=data.num_dynamic_feat,
-        test=test_batch,
+        channels.train.batch,
+        cardinality=channels.train.cardinality,
+        num_dynamic_feat=channels.train.num_dynamic_feat,
+        test=channels.test,
         seed=seed,
         on_epoch=on_epoch,
     )

@@ -40,7 +40,7 @@ from batchcast.forecast.model import DeepAR
 from batchcast.forecast.sampling import forecast, sample_paths
 from batchcast.forecast.series import SeriesBatch
 from batchcast.forecast.train import make_spec
-from batchcast.io.records import RecordContract, decode_records
+from batchcast.io import RecordContract, decode_records
 from benchmarks.common import (
     HelpFormatter,
     WorkUnit,

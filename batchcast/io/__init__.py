@@ -1,32 +1,49 @@
 """Bytes in, bytes out: listing and reading inputs, records, output lines, joins, sinks.
 
-No torch and no Ray here; this room imports only ``batchcast.errors`` and the torch-free
-``batchcast.forecast.config`` and ``batchcast.forecast.series``.
+No torch and no Ray here; this room imports only ``batchcast.errors``, ``batchcast.coerce``
+and the torch-free ``batchcast.forecast.config`` and ``batchcast.forecast.series``.
+
+Modules: ``sources`` (listing, ranged reads, the S3 client), ``shards`` (byte-range
+shards and their lines), ``records`` (the codec and the decode loop), ``validation`` (the
+record contract), ``training`` (training channels), ``jsonl`` and ``join`` (output lines),
+``sinks`` (atomic writers).
 """
 
 from batchcast.io.join import Join, JsonPath, compile_path
 from batchcast.io.jsonl import encode_error, encode_forecasts, forecast_dicts, join_lines
-from batchcast.io.records import (
-    DecodedShard,
-    RecordContract,
-    TrainingData,
-    decode_records,
-    load_training_data,
-    renumber,
+from batchcast.io.records import DecodedShard, decode_records, renumber
+from batchcast.io.shards import CorruptInputError, Shard, ShardLines, plan_shards, read_shard_lines
+from batchcast.io.sinks import (
+    OutputError,
+    Sink,
+    exists,
+    join_uri,
+    open_sink,
+    output_uri,
+    remove_stale_temp,
+    write_bytes_atomic,
 )
-from batchcast.io.shards import Shard, ShardLines, plan_shards, read_shard_lines
-from batchcast.io.sinks import Sink, exists, join_uri, open_sink, output_uri, write_bytes_atomic
 from batchcast.io.sources import InputObject, list_inputs, open_range, s3_client
+from batchcast.io.training import (
+    TrainingChannels,
+    TrainingData,
+    load_training_channels,
+    load_training_data,
+)
+from batchcast.io.validation import RecordContract
 
 __all__ = [
+    "CorruptInputError",
     "DecodedShard",
     "InputObject",
     "Join",
     "JsonPath",
+    "OutputError",
     "RecordContract",
     "Shard",
     "ShardLines",
     "Sink",
+    "TrainingChannels",
     "TrainingData",
     "compile_path",
     "decode_records",
@@ -37,12 +54,14 @@ __all__ = [
     "join_lines",
     "join_uri",
     "list_inputs",
+    "load_training_channels",
     "load_training_data",
     "open_range",
     "open_sink",
     "output_uri",
     "plan_shards",
     "read_shard_lines",
+    "remove_stale_temp",
     "renumber",
     "s3_client",
     "write_bytes_atomic",

@@ -26,8 +26,9 @@ from batchcast.forecast.sampling import Forecast, forecast
 from batchcast.forecast.series import SeriesBatch
 from batchcast.io.join import Join
 from batchcast.io.jsonl import encode_error, encode_forecasts, forecast_dicts
-from batchcast.io.records import DecodedShard, RecordContract, decode_records
+from batchcast.io.records import DecodedShard, decode_records
 from batchcast.io.shards import Shard, read_shard_lines
+from batchcast.io.validation import RecordContract
 
 __all__ = [
     "ModelWorker",
