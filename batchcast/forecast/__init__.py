@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from batchcast.forecast.artifacts import LoadedModel, load_model, save_model
     from batchcast.forecast.config import DeepARConfig, InferenceConfig, ModelSpec
-    from batchcast.forecast.frequency import Frequency
     from batchcast.forecast.features import build_windows, lags_for_frequency, time_feature_names
+    from batchcast.forecast.frequency import Frequency
     from batchcast.forecast.likelihoods import get_likelihood
     from batchcast.forecast.model import DeepAR
     from batchcast.forecast.sampling import Forecast, forecast, sample_paths, summarize

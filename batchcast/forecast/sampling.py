@@ -458,7 +458,9 @@ class _Bf16:
         self, kernel: LstmKernel, layer: int, r0: int, r1: int, c: torch.Tensor, h: torch.Tensor
     ) -> None:
         t = r1 - r0
-        torch.mm(self.x[layer][r0:r1], self.w[layer], out=self.out16[:t])
+        weight = self.w[layer]
+        assert weight is not None  # w[0] is None: layer 0 multiplies w0 in lower()
+        torch.mm(self.x[layer][r0:r1], weight, out=self.out16[:t])
         dst, stride = self._h16(layer)
         self._cell(kernel, t, self.bias[layer], 0, c[r0:r1], h[r0:r1], dst[r0:r1], stride)
         if layer + 1 < self.num_layers:  # this layer's h is also the recurrent half of x[layer]
