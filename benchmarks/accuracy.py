@@ -13,7 +13,7 @@ data carries no calendar dates, so every series starts 1990-01: the month featur
 Quarterly data is ``time_freq`` ``3M`` (GluonTS's quarterly lags: 1-9, 11-13).
 
 The DeepAR forecast goes through batchcast's own path: the trained model is saved, loaded
-with :func:`batchcast.forecast.artifacts.load_model` and forecast with
+with :func:`batchcast.models.load_model` and forecast with
 :func:`batchcast.forecast.sampling.forecast`.
 
 Reproduce: ``python -m benchmarks.accuracy [--dataset m3-monthly] [--no-arima]``.
@@ -36,11 +36,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from batchcast.forecast.artifacts import load_model, save_model
 from batchcast.forecast.config import DeepARConfig, InferenceConfig
 from batchcast.forecast.sampling import forecast
 from batchcast.forecast.series import SeriesBatch
 from batchcast.forecast.train import quantile_metrics, train_model
+from batchcast.models import load_model, save_model
 
 LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 INTERVALS = (20, 40, 60, 80)  # lo/hi of level k are the (50 -+ k/2)% quantiles

@@ -16,7 +16,7 @@ write mean + 9 quantiles as JSON) in each baseline's best configuration?
 
 Both models are the same weights: a GluonTS DeepAR is trained briefly on synthetic data (or
 left at its initial weights with ``--train-batches 0``), serialized, and imported with
-:func:`batchcast.forecast.gluonts.import_gluonts`; the pair is cached under ``--workdir``.
+:func:`batchcast.models.import_gluonts`; the pair is cached under ``--workdir``.
 Timings exclude process start-up and model loading (as batchcast's exclude Ray start-up);
 each configuration is warmed up on a few series first. ``end_to_end`` runs both in the same
 run as batchcast and prints the ratios; alone:
@@ -208,7 +208,7 @@ def prepare_models(
 
 
 def _prepare_child(args: argparse.Namespace) -> None:
-    from batchcast.forecast.gluonts import import_gluonts
+    from batchcast.models import import_gluonts
 
     unit = WorkUnit(length=args.length)
     train = DataSpec(

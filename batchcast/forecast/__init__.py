@@ -1,6 +1,7 @@
 """DeepAR forecasting: configuration, features, the network, sampling, training, artifacts.
 
-Pure tensor and array math; the only files it touches are model artifacts. Names are imported
+Pure tensor and array math, no I/O: a model's files come and go as bytes
+(``artifacts``); ``batchcast.models`` loads and saves them through ``io``. Names are imported
 lazily so that ``io`` can use the torch-free ``config`` and ``series`` modules without torch.
 """
 
@@ -10,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from batchcast.forecast.artifacts import LoadedModel, load_model, save_model
+    from batchcast.forecast.artifacts import LoadedModel
     from batchcast.forecast.config import DeepARConfig, InferenceConfig, ModelSpec
     from batchcast.forecast.features import build_windows, lags_for_frequency, time_feature_names
     from batchcast.forecast.frequency import Frequency
@@ -21,8 +22,6 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "LoadedModel": "artifacts",
-    "load_model": "artifacts",
-    "save_model": "artifacts",
     "DeepARConfig": "config",
     "Frequency": "frequency",
     "InferenceConfig": "config",
@@ -52,9 +51,7 @@ __all__ = [
     "forecast",
     "get_likelihood",
     "lags_for_frequency",
-    "load_model",
     "sample_paths",
-    "save_model",
     "summarize",
     "time_feature_names",
 ]

@@ -1,4 +1,4 @@
-"""Model artifacts: a folder or a ``model.tar.gz``, local or on S3.
+"""Model artifacts as bytes: a model <-> its two files ``{name: bytes}``.
 
 A model is two files::
 
@@ -7,18 +7,21 @@ A model is two files::
     model.safetensors  the state dict
 
 safetensors is a flat tensor container: loading it cannot run code (SPEC.md §6 rules out
-pickles, which ``torch.save`` writes). A ``model.tar.gz`` holds the same two files at its root,
-as SageMaker's ``ModelArtifacts.S3ModelArtifacts`` does.
+pickles, which ``torch.save`` writes). No I/O here: :mod:`batchcast.io.model_files` reads and
+writes the files (a folder or a ``model.tar.gz``, local or S3) and :mod:`batchcast.models`
+joins the two (``load_model(uri)``, ``save_model(model, uri)``).
+
+Before a network is built, the configuration is checked against the weights file's header
+(tensor names, shapes and dtype; :func:`check_weights`), so a corrupt or mismatched artifact
+(``num_cells`` 1e9 beside small weights) fails as a one-line :class:`ModelError` instead of
+asking for hundreds of GB (issue 9.7).
 """
 
 from __future__ import annotations
 
-import io
-import os
-import tarfile
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -29,21 +32,26 @@ from safetensors.torch import save as save_safetensors
 
 from batchcast.errors import ModelError
 from batchcast.forecast.config import ModelSpec
-from batchcast.forecast.model import DeepAR
+from batchcast.forecast.model import DeepAR, state_shapes
 
 __all__ = [
     "CONFIG_NAME",
+    "MODEL_FILES",
     "WEIGHTS_NAME",
     "LoadedModel",
-    "load_model",
-    "load_spec",
-    "save_model",
+    "check_weights",
+    "decode_model",
+    "decode_spec",
+    "encode_model",
 ]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+MODEL_FILES = (CONFIG_NAME, WEIGHTS_NAME)
 FORMAT = "batchcast-deepar"
 FORMAT_VERSION = 1
+# A safetensors header is a small JSON table; a "length" past this is a corrupt file.
+_MAX_HEADER_BYTES = 100 << 20
 
 
 @dataclass(frozen=True)
@@ -59,36 +67,22 @@ class LoadedModel:
         return self.model.spec
 
 
-def _is_s3(uri: str) -> bool:
-    return uri.startswith("s3://")
-
-
-def _read_bytes(uri: str) -> bytes:
-    if _is_s3(uri):
-        import smart_open
-
-        with smart_open.open(uri, "rb", compression="disable") as f:
-            return bytes(f.read())
-    return Path(uri).read_bytes()
-
-
-def _write_bytes(uri: str, data: bytes) -> None:
-    if _is_s3(uri):
-        import smart_open
-
-        with smart_open.open(uri, "wb", compression="disable") as f:
-            f.write(data)
-        return
-    path = Path(uri)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)  # a reader never sees half a file
-
-
-def _encode(
-    model: DeepAR, hyperparameters: Mapping[str, Any] | None, metadata: Mapping[str, Any] | None
+def encode_model(
+    model: DeepAR,
+    *,
+    hyperparameters: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> dict[str, bytes]:
+    """A model's two files.
+
+    Args:
+        model: the network (its spec is stored with it).
+        hyperparameters: what it was trained with, if known.
+        metadata: anything JSON-ready to keep beside it (seed, epochs, provenance).
+
+    Returns:
+        ``{CONFIG_NAME: JSON, WEIGHTS_NAME: safetensors}``.
+    """
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -103,73 +97,7 @@ def _encode(
     }
 
 
-def save_model(
-    model: DeepAR,
-    uri: str,
-    *,
-    hyperparameters: Mapping[str, Any] | None = None,
-    metadata: Mapping[str, Any] | None = None,
-) -> str:
-    """Save ``model`` to a folder, or to a ``.tar.gz`` when ``uri`` ends with it (local or s3://).
-
-    Returns:
-        ``uri``.
-    """
-    files = _encode(model, hyperparameters, metadata)
-    if uri.endswith(".tar.gz"):
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-            for name, data in files.items():
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-        _write_bytes(uri, buffer.getvalue())
-        return uri
-    for name, data in files.items():
-        _write_bytes(f"{uri.rstrip('/')}/{name}", data)
-    return uri
-
-
-def _untar(raw: bytes) -> dict[str, bytes]:
-    files: dict[str, bytes] = {}
-    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:gz") as tar:
-        for member in tar.getmembers():
-            name = os.path.basename(member.name)
-            # Only the two known regular files are read; nothing is extracted to disk.
-            if member.isfile() and name in (CONFIG_NAME, WEIGHTS_NAME):
-                extracted = tar.extractfile(member)
-                assert extracted is not None  # isfile() members always extract
-                files[name] = extracted.read()
-    return files
-
-
-def _read_files(uri: str, names: tuple[str, ...] = (CONFIG_NAME, WEIGHTS_NAME)) -> dict[str, bytes]:
-    if uri.endswith((".tar.gz", ".tgz")):
-        try:
-            raw = _read_bytes(uri)
-        except OSError as err:  # smart_open raises a plain OSError for a missing S3 key
-            raise ModelError(f"no model at {uri}: {err}") from err
-        try:
-            return _untar(raw)
-        except (tarfile.TarError, EOFError, OSError) as err:
-            raise ModelError(f"{uri} is not a readable .tar.gz: {err}") from err
-    base = uri.rstrip("/")
-    files = {}
-    for name in names:
-        try:
-            files[name] = _read_bytes(f"{base}/{name}")
-        except FileNotFoundError:
-            continue  # the caller reports what is missing
-        except OSError as err:
-            # smart_open reports a missing S3 key as a plain OSError; anything else (access
-            # denied, throttling, the network) is a real failure and keeps its cause.
-            if "NoSuchKey" in str(err) or "404" in str(err):
-                continue
-            raise ModelError(f"cannot read {base}/{name}: {err}") from err
-    return files
-
-
-def _parse_config(uri: str, files: Mapping[str, bytes], needed: tuple[str, ...]) -> dict[str, Any]:
+def _require(uri: str, files: Mapping[str, bytes], needed: tuple[str, ...]) -> None:
     missing = [n for n in needed if n not in files]
     if missing:
         raise ModelError(
@@ -177,6 +105,10 @@ def _parse_config(uri: str, files: Mapping[str, bytes], needed: tuple[str, ...])
             f"holding {CONFIG_NAME} and {WEIGHTS_NAME}; import GluonTS models with "
             "`batchcast import-gluonts`)"
         )
+
+
+def _config(uri: str, files: Mapping[str, bytes]) -> dict[str, Any]:
+    _require(uri, files, (CONFIG_NAME,))
     try:
         config = orjson.loads(files[CONFIG_NAME])
     except orjson.JSONDecodeError as err:
@@ -198,33 +130,94 @@ def _spec(uri: str, config: Mapping[str, Any]) -> ModelSpec:
         raise ModelError(f"{uri}: invalid model spec: {err}") from err
 
 
-def load_spec(uri: str) -> ModelSpec:
-    """A model's signature alone, without its weights (a folder reads only ``config.json``).
+def decode_spec(files: Mapping[str, bytes], *, uri: str) -> ModelSpec:
+    """A model's signature from its ``config.json`` (the weights need not be there).
+
+    Args:
+        files: the model's files (at least ``config.json``).
+        uri: where they came from, for messages.
 
     Raises:
-        ModelError: as :func:`load_model`, for the configuration.
+        ModelError: when ``config.json`` is missing or is not a valid batchcast configuration.
     """
-    names = (CONFIG_NAME,) if not uri.endswith((".tar.gz", ".tgz")) else (CONFIG_NAME, WEIGHTS_NAME)
-    return _spec(uri, _parse_config(uri, _read_files(uri, names), (CONFIG_NAME,)))
+    return _spec(uri, _config(uri, files))
 
 
-def load_model(uri: str, *, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load a model folder or ``model.tar.gz`` (local or s3://) onto ``device``, in eval mode.
+def check_weights(spec: ModelSpec, weights: bytes, *, uri: str) -> None:
+    """Check a safetensors file's header against the tensors ``DeepAR(spec)`` has.
+
+    Reads the header only (names, dtypes, shapes, where the data lies); nothing is allocated
+    for the tensors.
 
     Raises:
-        ModelError: if the artifact is missing, not a batchcast model, or its weights do not
-            fit its configuration.
+        ModelError: for a header that cannot be read, tensor data shorter or longer than the
+            header says, a missing or unexpected tensor, a shape that differs, or a dtype
+            other than float32.
     """
-    files = _read_files(uri)
-    config = _parse_config(uri, files, (CONFIG_NAME, WEIGHTS_NAME))
+    mismatch = f"{uri}: weights do not match the model spec"
+    if len(weights) < 8:
+        raise ModelError(f"{mismatch}: {WEIGHTS_NAME} is {len(weights)} bytes, not safetensors")
+    (length,) = struct.unpack("<Q", weights[:8])
+    if length > min(len(weights) - 8, _MAX_HEADER_BYTES):
+        raise ModelError(f"{mismatch}: {WEIGHTS_NAME} has a corrupt header (length {length})")
+    try:
+        header = orjson.loads(weights[8 : 8 + length])
+    except orjson.JSONDecodeError as err:
+        raise ModelError(f"{mismatch}: {WEIGHTS_NAME} has a corrupt header ({err})") from err
+    if not isinstance(header, dict):
+        raise ModelError(f"{mismatch}: {WEIGHTS_NAME} has a corrupt header")
+    found = {name: info for name, info in header.items() if name != "__metadata__"}
+    data_bytes = len(weights) - 8 - length
+    ends = [
+        info.get("data_offsets", [0, 0])[-1] for info in found.values() if isinstance(info, dict)
+    ]
+    if max(ends, default=0) != data_bytes:
+        raise ModelError(
+            f"{mismatch}: {WEIGHTS_NAME} holds {data_bytes} bytes of tensor data, its header "
+            f"describes {max(ends, default=0)} (truncated or corrupt)"
+        )
+    seen = 0
+    for name, shape in state_shapes(spec):
+        info = found.get(name)
+        if not isinstance(info, dict):
+            raise ModelError(f"{mismatch}: no tensor {name!r} of shape {list(shape)}")
+        if info.get("shape") != list(shape):
+            raise ModelError(
+                f"{mismatch}: {name!r} has shape {info.get('shape')}, the spec needs {list(shape)}"
+            )
+        if info.get("dtype") != "F32":
+            raise ModelError(f"{mismatch}: {name!r} is {info.get('dtype')}, expected F32")
+        seen += 1
+    if seen != len(found):
+        expected = {name for name, _ in state_shapes(spec)}
+        raise ModelError(f"{mismatch}: unexpected tensor(s) {sorted(set(found) - expected)}")
+
+
+def decode_model(
+    files: Mapping[str, bytes], *, uri: str, device: str | torch.device = "cpu"
+) -> LoadedModel:
+    """Build the model from its files onto ``device``, in eval mode.
+
+    Args:
+        files: ``config.json`` and ``model.safetensors``.
+        uri: where they came from, for messages.
+        device: where the weights go.
+
+    Raises:
+        ModelError: if a file is missing, the configuration is invalid, or the weights do not
+            fit it (checked before the network is built).
+    """
+    _require(uri, files, MODEL_FILES)
+    config = _config(uri, files)
     spec = _spec(uri, config)
+    check_weights(spec, files[WEIGHTS_NAME], uri=uri)
     try:
         model = DeepAR(spec)
     except (TypeError, ValueError) as err:  # sizes nn.LSTM rejects
         raise ModelError(f"{uri}: invalid model spec: {err}") from err
     try:
         model.load_state_dict(load_safetensors(files[WEIGHTS_NAME]))
-    except (RuntimeError, ValueError, SafetensorError) as err:  # shape mismatch, corrupt file
+    except (RuntimeError, ValueError, SafetensorError) as err:  # corrupt tensor data
         raise ModelError(f"{uri}: weights do not match the model spec: {err}") from err
     model.to(device).eval()
     return LoadedModel(

@@ -5,7 +5,9 @@ predictor, its input transformation and the network's init arguments, in GluonTS
 encoding: ``{"__kind__": "instance", "class": ..., "kwargs": ...}``) and
 ``prediction-net-state.pt`` (the network's state dict). The importer reads the JSON as plain
 data and the weights with ``torch.load(weights_only=True)``: nothing in the artifact is
-executed, no class named in it is imported, and gluonts need not be installed.
+executed, no class named in it is imported, and gluonts need not be installed. The files
+arrive as bytes (:func:`convert_gluonts`); ``batchcast.models.import_gluonts`` reads them from
+a folder, local or on S3, and saves the result.
 
 What changes on the way (GluonTS's LSTM input is ``[lags, cat embeddings, static reals,
 log(scale), time features, age, dynamic reals]``; batchcast's is ``[lags, cat embeddings,
@@ -39,30 +41,31 @@ dummy value; a ``lead_time`` or ``output_transform``; weights that do not fit th
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import pickle
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from batchcast.coerce import as_int
 from batchcast.errors import ConfigError, ModelError
-from batchcast.forecast.artifacts import LoadedModel, save_model
+from batchcast.forecast.artifacts import LoadedModel
 from batchcast.forecast.config import ModelSpec
 from batchcast.forecast.features import lags_for_frequency, time_feature_names
 from batchcast.forecast.frequency import Frequency, parse_frequency
 from batchcast.forecast.likelihoods import get_likelihood
 from batchcast.forecast.model import DeepAR
 
-__all__ = ["import_gluonts", "normalize_freq"]
+__all__ = ["GLUONTS_FILES", "convert_gluonts", "normalize_freq"]
 
 PREDICTOR_JSON = "predictor.json"
 CONFIG_JSON = "gluonts-config.json"
 STATE_FILE = "prediction-net-state.pt"
+GLUONTS_FILES = (PREDICTOR_JSON, CONFIG_JSON, STATE_FILE)
 
 _PREDICTOR_CLASS = "gluonts.torch.model.predictor.PyTorchPredictor"
 _LIGHTNING_CLASS = "gluonts.torch.model.deepar.lightning_module.DeepARLightningModule"
@@ -118,15 +121,17 @@ def normalize_freq(freq: str) -> Frequency:
 # Reading the serde JSON as data
 
 
-def _read_json(path: Path) -> Any:
+def _file(files: Mapping[str, bytes], name: str, src: str) -> bytes:
+    if name not in files:
+        raise ModelError(f"{src} is not a serialized GluonTS predictor: {name} is missing")
+    return files[name]
+
+
+def _parse_json(files: Mapping[str, bytes], name: str, src: str) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
-        raise ModelError(
-            f"{path.parent} is not a serialized GluonTS predictor: {path.name} is missing"
-        ) from err
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelError(f"{path}: cannot read it as JSON: {err}") from err
+        return json.loads(_file(files, name, src).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelError(f"{src}/{name}: cannot read it as JSON: {err}") from err
 
 
 def _instances(node: Any) -> Iterator[dict[str, Any]]:
@@ -153,7 +158,7 @@ def _class_tail(node: Any) -> str:
     return name.rsplit(".", 1)[-1] if isinstance(name, str) else ""
 
 
-def _network_args(predictor: Any, where: Path) -> tuple[dict[str, Any], str]:
+def _network_args(predictor: Any, where: str) -> tuple[dict[str, Any], str]:
     """The DeepARModel's init arguments and the state-dict key prefix of its weights."""
     if not isinstance(predictor, dict) or predictor.get("class") != _PREDICTOR_CLASS:
         found = predictor.get("class") if isinstance(predictor, dict) else type(predictor).__name__
@@ -183,13 +188,13 @@ def _transforms(predictor: dict[str, Any], name: str) -> list[dict[str, Any]]:
     return [t for t in _instances(chain) if _class_tail(t) == name]
 
 
-def _require(args: Mapping[str, Any], key: str, where: Path) -> Any:
+def _require(args: Mapping[str, Any], key: str, where: str) -> Any:
     if key not in args:
         raise ModelError(f"{where}: the DeepAR arguments have no {key!r}")
     return args[key]
 
 
-def _as_int(value: Any, key: str, where: Path) -> int:
+def _as_int(value: Any, key: str, where: str) -> int:
     """A JSON integer from the predictor's arguments (text is not accepted: it is data)."""
     try:
         return as_int(key, value, minimum=None, text=False)
@@ -201,7 +206,7 @@ def _as_int(value: Any, key: str, where: Path) -> int:
 # The import
 
 
-def _constant_inputs(predictor: dict[str, Any], where: Path) -> dict[str, list[float]]:
+def _constant_inputs(predictor: dict[str, Any], where: str) -> dict[str, list[float]]:
     """``{field: value}`` of the static fields the transformation overwrites with a constant."""
     constants: dict[str, list[float]] = {}
     for t in _transforms(predictor, "SetField"):
@@ -216,7 +221,7 @@ def _constant_inputs(predictor: dict[str, Any], where: Path) -> dict[str, list[f
 
 
 def _check_transformation(
-    predictor: dict[str, Any], freq: Frequency, dummy_value: float, where: Path
+    predictor: dict[str, Any], freq: Frequency, dummy_value: float, where: str
 ) -> int:
     """Check the input transformation batchcast reproduces; return the number of time features."""
     steps = _transforms(predictor, "AddTimeFeatures")
@@ -253,20 +258,16 @@ def _check_transformation(
     return len(expected)
 
 
-def _load_state(path: Path) -> dict[str, torch.Tensor]:
+def _load_state(data: bytes, where: str) -> dict[str, torch.Tensor]:
     try:
         # weights_only: the unpickler accepts tensors and plain containers only, never code.
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as err:
-        raise ModelError(
-            f"{path.parent} is not a serialized GluonTS predictor: {path.name} is missing"
-        ) from err
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as err:
-        raise ModelError(f"{path}: not a plain tensor state dict: {err}") from err
+        raise ModelError(f"{where}: not a plain tensor state dict: {err}") from err
     if not isinstance(state, Mapping) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
-        raise ModelError(f"{path}: expected a mapping of names to tensors")
+        raise ModelError(f"{where}: expected a mapping of names to tensors")
     return dict(state)
 
 
@@ -283,7 +284,7 @@ class _Plan:
     num_dynamic: int  # GluonTS's count: time features + age + the user's
 
 
-def _plan(predictor: dict[str, Any], args: dict[str, Any], where: Path) -> _Plan:
+def _plan(predictor: dict[str, Any], args: dict[str, Any], where: str) -> _Plan:
     """Read and check the network arguments and the input transformation."""
     distr = _require(args, "distr_output", where)
     distr_class = distr.get("class", "") if isinstance(distr, dict) else ""
@@ -387,7 +388,7 @@ def _plan(predictor: dict[str, Any], args: dict[str, Any], where: Path) -> _Plan
     )
 
 
-def _convert(plan: _Plan, state: dict[str, torch.Tensor], where: Path) -> DeepAR:
+def _convert(plan: _Plan, state: dict[str, torch.Tensor], where: str) -> DeepAR:
     """Build the batchcast network from GluonTS's weights, folding the constant inputs."""
     spec = plan.spec
     n_emb = len(plan.cardinality)
@@ -468,36 +469,34 @@ def _convert(plan: _Plan, state: dict[str, torch.Tensor], where: Path) -> DeepAR
     return model.eval()
 
 
-def import_gluonts(src: str, model_dir: str | None = None) -> LoadedModel:
+def convert_gluonts(files: Mapping[str, bytes], *, src: str) -> LoadedModel:
     """Convert a serialized GluonTS torch DeepAR predictor into a batchcast model.
 
     Args:
-        src: the local folder ``predictor.serialize(Path(src))`` wrote.
-        model_dir: where to save the converted model (folder or ``.tar.gz``, local or s3://);
-            None to only return it.
+        files: the predictor's files by name (:data:`GLUONTS_FILES`), as
+            ``predictor.serialize(path)`` wrote them.
+        src: where they came from, for messages.
 
     Returns:
         The model in eval mode on the CPU, with metadata
         ``{"imported_from": "gluonts", "gluonts_version": ...}``.
 
     Raises:
-        ModelError: if ``src`` is not a torch DeepAR predictor or uses something batchcast does
-            not reproduce (see the module docstring); the message names it.
+        ModelError: if the files are not a torch DeepAR predictor or use something batchcast
+            does not reproduce (see the module docstring); the message names it.
     """
-    root = Path(src)
-    where = root / PREDICTOR_JSON
-    predictor = _read_json(where)
-    versions = _read_json(root / CONFIG_JSON)
+    src = src.rstrip("/")
+    where = f"{src}/{PREDICTOR_JSON}"
+    predictor = _parse_json(files, PREDICTOR_JSON, src)
+    versions = _parse_json(files, CONFIG_JSON, src)
     args, prefix = _network_args(predictor, where)
     plan = _plan(predictor, args, where)
-    state = _load_state(root / STATE_FILE)
+    state = _load_state(_file(files, STATE_FILE, src), f"{src}/{STATE_FILE}")
     if prefix:
         state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
-    model = _convert(plan, state, root / STATE_FILE)
+    model = _convert(plan, state, f"{src}/{STATE_FILE}")
     metadata = {
         "imported_from": "gluonts",
         "gluonts_version": versions.get("gluonts") if isinstance(versions, dict) else None,
     }
-    if model_dir is not None:
-        save_model(model, model_dir, metadata=metadata)
     return LoadedModel(model=model, metadata=metadata)

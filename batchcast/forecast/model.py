@@ -14,13 +14,37 @@ the LSTM bias and the two networks compute the same function.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
 from batchcast.forecast.config import ModelSpec
 from batchcast.forecast.likelihoods import Likelihood, get_likelihood
 
-__all__ = ["DeepAR"]
+__all__ = ["DeepAR", "state_shapes"]
+
+
+def state_shapes(spec: ModelSpec) -> Iterator[tuple[str, tuple[int, ...]]]:
+    """The names and shapes of ``DeepAR(spec).state_dict()``, in its order, without building it.
+
+    Pure arithmetic, so a configuration can be checked against a weights file's header before
+    anything is allocated (a corrupt ``num_cells`` of 1e9 would ask for hundreds of GB).
+    A generator: a caller comparing with a short list stops early, however many layers the
+    spec claims.
+    """
+    for i, (c, d) in enumerate(zip(spec.cardinality, spec.embedding_dims, strict=True)):
+        yield f"embedders.{i}.weight", (c, d)
+    gates = 4 * spec.num_cells  # input, forget, cell and output gates, stacked (torch's LSTM)
+    for layer in range(spec.num_layers):
+        width = spec.input_size if layer == 0 else spec.num_cells
+        yield f"rnn.weight_ih_l{layer}", (gates, width)
+        yield f"rnn.weight_hh_l{layer}", (gates, spec.num_cells)
+        yield f"rnn.bias_ih_l{layer}", (gates,)
+        yield f"rnn.bias_hh_l{layer}", (gates,)
+    num_args = get_likelihood(spec.likelihood).num_args
+    yield "head.weight", (num_args, spec.num_cells)
+    yield "head.bias", (num_args,)
 
 
 class DeepAR(nn.Module):

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from batchcast.forecast import DeepAR, ModelSpec, SeriesBatch, save_model
+from batchcast.forecast import DeepAR, ModelSpec, SeriesBatch
 from batchcast.forecast.features import Windows
+from batchcast.models import save_model
 
 SpecFactory = Callable[..., ModelSpec]
 ModelFactory = Callable[..., DeepAR]

@@ -20,15 +20,10 @@ import torch
 from safetensors import safe_open
 
 from batchcast.errors import ModelError
-from batchcast.forecast import (
-    DeepAR,
-    InferenceConfig,
-    SeriesBatch,
-    forecast,
-    load_model,
-    save_model,
-)
-from batchcast.forecast.artifacts import CONFIG_NAME, load_spec
+from batchcast.forecast import DeepAR, InferenceConfig, SeriesBatch, forecast
+from batchcast.forecast.artifacts import CONFIG_NAME
+from batchcast.forecast.model import state_shapes
+from batchcast.models import load_model, load_spec, save_model
 
 HYPERPARAMETERS = {"time_freq": "H", "context_length": 5, "prediction_length": 4, "epochs": 1}
 METADATA = {"seed": 3, "note": "round trip"}
@@ -301,3 +296,16 @@ def test_an_unreadable_file_is_reported_with_its_cause_not_as_missing(tmp_path: 
     with pytest.raises(ModelError, match="cannot read") as info:
         load_model(str(folder))
     assert isinstance(info.value.__cause__, OSError)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"num_layers": 3, "num_cells": 7}, {"cardinality": (3, 2), "embedding_dims": (2, 1)}],
+)
+def test_state_shapes_are_the_networks(
+    make_model: Callable[..., DeepAR], overrides: dict[str, Any]
+) -> None:
+    """The header check's expectation (computed, nothing built) is the real state dict's."""
+    model = make_model(**overrides)
+    expected = [(name, tuple(t.shape)) for name, t in model.state_dict().items()]
+    assert list(state_shapes(model.spec)) == expected

@@ -32,7 +32,7 @@ def _batch(num_series: int = 6, length: int = 60) -> SeriesBatch:
 
 
 def test_cuda_medians_within_monte_carlo_noise_of_cpu(tiny_model_dir) -> None:
-    from batchcast.forecast import load_model
+    from batchcast.models import load_model
 
     cpu = load_model(str(tiny_model_dir), device="cpu").model
     gpu = load_model(str(tiny_model_dir), device="cuda").model
@@ -54,7 +54,7 @@ def test_cuda_medians_within_monte_carlo_noise_of_cpu(tiny_model_dir) -> None:
 
 
 def test_cuda_summaries_are_computed_on_device_and_match_the_host_rule(tiny_model_dir) -> None:
-    from batchcast.forecast import load_model
+    from batchcast.models import load_model
 
     model = load_model(str(tiny_model_dir), device="cuda").model
     windows = build_windows(_batch(), model.spec, dummy_value=0.0)

@@ -24,8 +24,9 @@ import pytest
 import torch
 
 from batchcast.errors import ModelError
-from batchcast.forecast import InferenceConfig, SeriesBatch, build_windows, forecast, load_model
-from batchcast.forecast.gluonts import import_gluonts, normalize_freq
+from batchcast.forecast import InferenceConfig, SeriesBatch, build_windows, forecast
+from batchcast.forecast.gluonts import normalize_freq
+from batchcast.models import import_gluonts, load_model
 
 pytest.importorskip("gluonts")
 pytest.importorskip("lightning")
@@ -372,7 +373,7 @@ def test_import_needs_no_gluonts(trained: Any) -> None:
     _, path, _ = trained
     code = (
         "import sys; sys.modules['gluonts'] = None  # any gluonts import now fails\n"
-        "from batchcast.forecast.gluonts import import_gluonts\n"
+        "from batchcast.models import import_gluonts\n"
         f"print(import_gluonts({str(path)!r}).spec.num_cells)\n"
         "names = [m for m, v in sys.modules.items() if v is not None]\n"
         "loaded = [m for m in names if m.startswith(('gluonts', 'lightning'))]\n"

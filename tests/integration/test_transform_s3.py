@@ -26,7 +26,7 @@ from transform_harness import (
 )
 
 from batchcast.api import transform
-from batchcast.forecast.artifacts import load_model, save_model
+from batchcast.models import load_model, save_model
 from batchcast.runner import SUMMARY_NAME, JobSummary
 
 SHARD_MB = 0.002

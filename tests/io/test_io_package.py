@@ -41,6 +41,7 @@ def test_io_imports_only_what_its_room_allows() -> None:
         "__init__",
         "join",
         "jsonl",
+        "model_files",
         "records",
         "shards",
         "sinks",

@@ -231,7 +231,8 @@ def saved_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real (untrained, tiny) 15-minute model folder and its model.tar.gz."""
     import torch
 
-    from batchcast.forecast import DeepAR, ModelSpec, save_model
+    from batchcast.forecast import DeepAR, ModelSpec
+    from batchcast.models import save_model
 
     torch.manual_seed(0)
     spec = ModelSpec(freq="15min", context_length=4, prediction_length=3, lags=(1, 2),
