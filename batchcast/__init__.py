@@ -16,10 +16,10 @@ from batchcast.errors import BatchcastError, ConfigError, ModelError, RecordErro
 
 if TYPE_CHECKING:
     from batchcast.api import import_gluonts, predict, train, transform
-    from batchcast.forecast.artifacts import load_model
     from batchcast.forecast.config import DeepARConfig, InferenceConfig, ModelSpec
-    from batchcast.runner.driver import JobSummary
+    from batchcast.models import load_model
     from batchcast.runner.job import TransformJob
+    from batchcast.runner.summary import JobSummary
 
 __version__ = "0.1.0"
 
@@ -28,11 +28,11 @@ _LAZY = {
     "predict": "batchcast.api",
     "train": "batchcast.api",
     "transform": "batchcast.api",
-    "load_model": "batchcast.forecast.artifacts",
+    "load_model": "batchcast.models",
     "DeepARConfig": "batchcast.forecast.config",
     "InferenceConfig": "batchcast.forecast.config",
     "ModelSpec": "batchcast.forecast.config",
-    "JobSummary": "batchcast.runner.driver",
+    "JobSummary": "batchcast.runner.summary",
     "TransformJob": "batchcast.runner.job",
 }
 

@@ -11,16 +11,16 @@ from typing import Any
 
 import orjson
 
-from batchcast.forecast.artifacts import LoadedModel, save_model
 from batchcast.forecast.config import DeepARConfig, InferenceConfig
 from batchcast.forecast.train import EpochReport, TrainResult, train_model
 from batchcast.io.join import Join
 from batchcast.io.sinks import join_uri, write_bytes_atomic
 from batchcast.io.training import load_training_channels
-from batchcast.runner.driver import JobSummary, run_transform
+from batchcast.models import LoadedModel, save_model
 from batchcast.runner.job import TransformJob
 from batchcast.runner.online import predict_request
-from batchcast.runner.worker import ShardProcessor, WorkerOptions
+from batchcast.runner.processor import ShardProcessor, WorkerOptions
+from batchcast.runner.summary import JobSummary
 
 __all__ = ["METRICS_NAME", "import_gluonts", "predict", "train", "transform"]
 
@@ -107,6 +107,8 @@ def transform(
         ModelError: for a model that cannot be loaded, before any record is read.
         ShardError: when a shard cannot be processed (see :func:`run_transform`).
     """
+    from batchcast.runner.driver import run_transform  # Ray: only for a transform
+
     spec = TransformJob.create(
         model, input, output, body=job, forward_fields=forward_fields, **options
     )
@@ -149,6 +151,6 @@ def predict(
 
 def import_gluonts(src: str, *, model_dir: str) -> LoadedModel:
     """Convert a serialized GluonTS torch DeepAR predictor into a batchcast model folder."""
-    from batchcast.forecast.gluonts import import_gluonts as _import
+    from batchcast.models import import_gluonts as _import
 
     return _import(src, model_dir)

@@ -13,6 +13,7 @@ User errors (bad data, bad configuration) are these; an internal bug is anything
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["BatchcastError", "ConfigError", "ModelError", "RecordError", "ShardError"]
@@ -23,7 +24,26 @@ class BatchcastError(Exception):
 
 
 class ConfigError(BatchcastError, ValueError):
-    """A configuration value is invalid; it names the key, the value and the expectation."""
+    """A configuration value is invalid; it names the key, the value and the expectation.
+
+    Args:
+        message: the whole one-line message.
+        key: the field the value is for (e.g. ``max_payload_mb``), when one is.
+        expectation: the message after the field's name (``must be in [1, 100], got 200``),
+            so that a front end can name the value as its user typed it (``--max-payload-mb``).
+    """
+
+    def __init__(
+        self, message: str, *, key: str | None = None, expectation: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.key = key
+        self.expectation = expectation
+
+    @classmethod
+    def for_key(cls, key: str, name: str, expectation: str) -> ConfigError:
+        """``ConfigError(f"{name} {expectation}")`` that remembers ``key`` and ``expectation``."""
+        return cls(f"{name} {expectation}", key=key, expectation=expectation)
 
 
 class ModelError(BatchcastError):
@@ -58,3 +78,12 @@ class RecordError(BatchcastError):
     def to_dict(self) -> dict[str, Any]:
         """The error as a JSON-ready dict: ``{"uri", "line", "field", "message"}``."""
         return {"uri": self.uri, "line": self.line, "field": self.field, "message": self.message}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RecordError:
+        """The inverse of :meth:`to_dict` (a summary's ``errors`` entry).
+
+        Raises:
+            KeyError: when a key is missing.
+        """
+        return cls(str(data["uri"]), int(data["line"]), str(data["field"]), str(data["message"]))

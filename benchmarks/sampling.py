@@ -1,30 +1,34 @@
-"""The model alone: how fast does batchcast forecast, and how close is it to the FLOP floor?
+"""The model alone: how fast does batchcast sample, and how close is it to the FLOP floor?
 
-Sweeps the series sampled per step (``forecast()``'s ``max_rows`` = series x num_samples) on
-the default work unit, in memory (no JSON, no Ray), and reports per case:
+On the default work unit, in memory (no JSON, no Ray), one thread by default. Cases:
 
-* ``series_per_s`` and ``sample_steps_per_s`` (= series/s x num_samples x horizon) of
-  ``forecast()``: windows and features, sampling, mean and quantiles, as a worker runs it;
-* ``sampler_series_per_s``: ``sample_paths()`` alone on windows cut beforehand;
-* the FLOP floor: the dense LSTM FLOPs per series of GluonTS's network (per path and step
-  ``2 * 4H * (D + H)`` for layer 0 and ``2 * 4H * 2H`` per further layer, D = GluonTS's LSTM
-  input width, 48 here: 2 * 160 * (88 + 80) = 53,760; x 100 paths x 24 steps = 129 MFLOP),
-  divided by the rate of a ``torch.mm`` of the LSTM's own shape (rows x (D + H) x 4H, rows =
-  this case's rows per step, on the same threads and device) measured in the same run.
-  ``fraction_of_floor`` is the achieved share of that floor. batchcast's sampler skips part of
-  those FLOPs (layer 0's path-independent inputs are computed once per series), so a fraction
-  above 1 is possible. ``fraction_of_peak_floor`` uses the best matmul rate of all row counts.
+* ``before``: the all-torch sampler as it was before issue 11 (untiled, torch elementwise ops;
+  what runs today without a C compiler), at the default chunk of 6,400 rows;
+* ``fp32 tile=N``: the fused sampler with N rows per physical step, for the rule's tile
+  (:func:`batchcast.forecast.tuning.rule_tile_rows`, from this CPU's L2: the chosen
+  rows-per-step) and its neighbours; ``calibrated`` reports what a quick timing would pick;
+* ``bf16``: bf16 GEMMs (forced on, so measured on any CPU; on a CPU without bf16 units torch
+  emulates them and the figure says so via ``bf16_hardware``).
 
-Timed runs follow an untimed warm-up per case; the median of ``--repeats`` is reported (CUDA:
-``torch.cuda.synchronize()`` around every timing).
+Per case: ``series_per_s`` of ``forecast()`` (windows, sampling, mean and quantiles, as a
+worker runs it) and ``sampler_series_per_s`` of ``sample_paths()`` alone, each divided by the
+FLOP floor: GluonTS's dense LSTM FLOPs per series (per path and step ``2 * 4H * (D + H)`` for
+layer 0 and ``2 * 4H * 2H`` per further layer, D = 48 here: 53,760; x 100 paths x 24 steps =
+129 MFLOP) over the best rate of a ``torch.mm`` of the LSTM's shape (rows x (D + H) x 4H, in
+the case's dtype, over the row counts used). Because the box may be shared, the matmul rate is
+re-measured before every timed repeat and each fraction is the median over repeats of
+(achieved / floor measured just before). batchcast skips part of the dense FLOPs, so a
+fraction above 1 is possible.
 
-    python -m benchmarks.sampling            # about 1-2 minutes on 2 cores
-    python -m benchmarks.sampling --device cuda --series-per-step 64,256,1024,4096
+    python -m benchmarks.sampling --quick    # < 2 minutes on 2 cores
+    python -m benchmarks.sampling            # more tiles and series, ~4 minutes
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,14 +37,23 @@ from typing import Any
 
 import torch
 
-from batchcast.forecast.artifacts import load_model
+from batchcast.forecast import sampling as sampling_module
 from batchcast.forecast.config import DeepARConfig, ModelSpec
 from batchcast.forecast.features import build_windows
 from batchcast.forecast.model import DeepAR
-from batchcast.forecast.sampling import forecast, sample_paths
+from batchcast.forecast.native import lstm_kernel
+from batchcast.forecast.precision import bf16_hardware
+from batchcast.forecast.sampling import DEFAULT_MAX_ROWS, forecast, sample_paths
 from batchcast.forecast.series import SeriesBatch
 from batchcast.forecast.train import make_spec
+from batchcast.forecast.tuning import (
+    calibrate_tile_rows,
+    candidate_tiles,
+    l2_bytes,
+    rule_tile_rows,
+)
 from batchcast.io import RecordContract, decode_records
+from batchcast.models import load_model
 from benchmarks.common import (
     HelpFormatter,
     WorkUnit,
@@ -50,8 +63,6 @@ from benchmarks.common import (
     emit,
     int_list,
     length_range,
-    peak_rss_mb,
-    reset_peak_rss,
 )
 from benchmarks.data import DataSpec
 
@@ -105,11 +116,18 @@ def _median_seconds(fn: Callable[[], Any], device: torch.device, repeats: int) -
     return statistics.median(times)
 
 
-def matmul_flops_per_s(rows: int, k: int, n: int, device: torch.device, seconds: float) -> float:
+def matmul_flops_per_s(
+    rows: int,
+    k: int,
+    n: int,
+    device: torch.device,
+    seconds: float,
+    dtype: torch.dtype = torch.float32,
+) -> float:
     """FLOP/s of ``torch.mm`` of (rows, k) @ (k, n) into a preallocated output."""
-    a = torch.randn(rows, k, device=device)
-    b = torch.randn(k, n, device=device)
-    c = torch.empty(rows, n, device=device)
+    a = torch.randn(rows, k, device=device).to(dtype)
+    b = torch.randn(k, n, device=device).to(dtype)
+    c = torch.empty(rows, n, device=device, dtype=dtype)
     for _ in range(3):
         torch.mm(a, b, out=c)
     iterations, elapsed, batch = 0, 0.0, 8
@@ -148,70 +166,74 @@ def _window_tensors(
 
 def describe(record: Mapping[str, Any]) -> str:
     """A RESULTS.md cell."""
-    if record["case"] == "best":
-        return (
-            f"best {record['series_per_s']:.0f} series/s at {record['series_per_step']} "
-            f"series/step; {record['fraction_of_floor']:.2f} of FLOP floor "
-            f"({record['floor_series_per_s']:.0f} series/s)"
-        )
     return (
-        f"{record['series_per_s']:.0f} series/s, {record['sample_steps_per_s'] / 1e6:.2f} M "
-        f"sample-steps/s, {record['fraction_of_floor']:.2f} of floor "
-        f"(sampler alone {record['sampler_fraction_of_floor']:.2f}), "
-        f"{record['threads']} thread(s), {record['device']}"
+        f"{record['case']}: {record['series_per_s']:.0f} series/s = "
+        f"{record['fraction_of_floor']:.2f} of floor (sampler alone "
+        f"{record['sampler_fraction_of_floor']:.2f}), floor {record['floor_series_per_s']:.0f} "
+        f"series/s, {record['threads']} thread(s), flags {record['cpu_flags']}"
     )
+
+
+def _cpu_flags() -> str:
+    """The instruction-set flags that matter here, from /proc/cpuinfo."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return "unknown"
+    flags = next(
+        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")),
+        [],
+    )
+    keep = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    return ",".join(f for f in keep if f in flags) or "none of avx2/avx512/amx"
+
+
+class _TorchPath:
+    """Run the sampler with the fused kernel switched off (the pre-issue-11 path)."""
+
+    def __enter__(self) -> None:
+        self.saved = sampling_module.lstm_kernel
+        sampling_module.lstm_kernel = lambda: None
+
+    def __exit__(self, *exc: object) -> None:
+        sampling_module.lstm_kernel = self.saved
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.sampling", description=__doc__, formatter_class=HelpFormatter
     )
-    parser.add_argument(
-        "--series-per-step",
-        type=int_list,
-        default=[1, 4, 16, 32, 64, 128, 256],
-        help="the sweep: series sampled together per step (max_rows / num_samples)",
-    )
-    parser.add_argument("--series", type=count, default=1000, help="series per timed run")
-    parser.add_argument(
-        "--max-chunks",
-        type=int,
-        default=32,
-        help="at most this many steps' worth of series per run (keeps small batches short)",
-    )
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per case (median)")
+    parser.add_argument("--quick", action="store_true", help="fewer series and tiles (< 2 min)")
+    parser.add_argument("--tiles", type=int_list, default=None, help="tile rows to sweep")
+    parser.add_argument("--series", type=count, default=None, help="series per timed run")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per case (median)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     parser.add_argument("--model", type=str, default=None, help="a batchcast model folder")
-    parser.add_argument(
-        "--num-samples", type=int, default=WorkUnit().num_samples, help="paths per series"
-    )
+    parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 case")
     parser.add_argument(
         "--length", type=length_range, default=WorkUnit().length, metavar="N|LO-HI", help="points"
     )
-    parser.add_argument("--mm-seconds", type=float, default=0.3, help="per matmul-rate reading")
+    parser.add_argument("--mm-seconds", type=float, default=0.15, help="per matmul-rate reading")
     parser.add_argument("--seed", type=int, default=0, help="data, weights and sampling seed")
     add_results_flag(parser)
     args = parser.parse_args(argv)
+    repeats = args.repeats or (2 if args.quick else 3)
 
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: torch sees no CUDA device here")
+    device = torch.device("cpu")
     torch.set_num_threads(args.threads)
-    unit = WorkUnit(num_samples=args.num_samples, length=args.length)
-    if args.model:
-        model = load_model(args.model, device=device).model
-    else:
-        model = default_model(unit, seed=args.seed).to(device)
+    unit = WorkUnit(length=args.length)
+    model = load_model(args.model).model if args.model else default_model(unit, seed=args.seed)
     spec = model.spec
     config = unit.inference()
     s = config.num_samples
-
-    def series_for(per_step: int) -> int:
-        return max(per_step, min(args.series, per_step * args.max_chunks))
+    num_series = args.series or (64 if args.quick else 256)
+    rule = rule_tile_rows(spec.num_cells, spec.num_layers, "fp32")
+    tiles = args.tiles or sorted(
+        {rule, max(48, rule // 2), 2 * rule} if args.quick else set(candidate_tiles(rule)) | {6400}
+    )
 
     data = DataSpec(
-        series=max(series_for(p) for p in args.series_per_step),
+        series=num_series,
         freq=spec.freq,
         length=args.length,
         cardinality=spec.cardinality,
@@ -224,90 +246,102 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     assert not decoded.errors, decoded.errors[:3]  # our own generator's records
     batch = decoded.batch
-
+    chunks = _window_tensors(model, batch, DEFAULT_MAX_ROWS // s, device)
     flops = lstm_flops_per_series(spec, s)
     k, n = gluonts_input_width(spec) + spec.num_cells, 4 * spec.num_cells
-    rows = {p: min(p, series_for(p)) * s for p in args.series_per_step}
-    rates = {r: matmul_flops_per_s(r, k, n, device, args.mm_seconds) for r in set(rows.values())}
-    peak_rate = max(rates.values())
+
+    def floor_rate(dtype: torch.dtype) -> float:
+        rows = sorted({min(t, DEFAULT_MAX_ROWS) for t in tiles} | {DEFAULT_MAX_ROWS})
+        return max(matmul_flops_per_s(r, k, n, device, args.mm_seconds, dtype) for r in rows)
+
+    cases: list[tuple[str, int | None, str]] = [("before", None, "fp32")]
+    cases += [(f"fp32 tile={t}", t, "fp32") for t in tiles]
+    if not args.no_bf16:
+        cases.append((f"bf16 tile={rule}", rule, "bf16"))
+
+    # What a worker-start calibration would pick: 16 series (1,600 rows), each candidate once.
+    probe = {key: value[:16] for key, value in chunks[0].items()}
+    started = time.perf_counter()
+    calibrated, calib_seconds = calibrate_tile_rows(
+        lambda t: sample_paths(
+            model, **probe, num_samples=s, generator=torch.Generator().manual_seed(0), tile_rows=t
+        ),
+        candidate_tiles(rule),
+        repeats=1,
+    )
+    calibration_s = time.perf_counter() - started
 
     records = []
-    for per_step in args.series_per_step:
-        sub = batch.slice(0, series_for(per_step))
-        max_rows = per_step * s
+    for name, tile, precision in cases:
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        saved_env = os.environ.get("BATCHCAST_BF16")
+        os.environ["BATCHCAST_BF16"] = "force"
+        path = _TorchPath() if name == "before" else contextlib.nullcontext()
+        try:
+            with path:
 
-        def run_forecast(sub: SeriesBatch = sub, max_rows: int = max_rows) -> None:
-            generator = torch.Generator(device=device).manual_seed(args.seed)
-            forecast(model, sub, config, generator=generator, max_rows=max_rows)
+                def run_forecast(tile: int | None = tile, precision: str = precision) -> None:
+                    gen = torch.Generator().manual_seed(args.seed)
+                    forecast(
+                        model, batch, config, generator=gen, tile_rows=tile, precision=precision
+                    )
 
-        chunks = _window_tensors(model, sub, per_step, device)
+                def run_sampler(tile: int | None = tile, precision: str = precision) -> None:
+                    gen = torch.Generator().manual_seed(args.seed)
+                    for tensors in chunks:
+                        sample_paths(
+                            model,
+                            **tensors,
+                            num_samples=s,
+                            generator=gen,
+                            tile_rows=tile,
+                            precision=precision,
+                        )
 
-        def run_sampler(chunks: list[dict[str, torch.Tensor]] = chunks) -> None:
-            generator = torch.Generator(device=device).manual_seed(args.seed)
-            for tensors in chunks:
-                sample_paths(model, **tensors, num_samples=s, generator=generator)
-
-        reset_peak_rss()
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        forecast(  # warm-up: allocator, kernels, first-call paths
-            model,
-            sub.slice(0, min(sub.num_series, per_step)),
-            config,
-            generator=torch.Generator(device=device).manual_seed(args.seed),
-            max_rows=max_rows,
-        )
-        seconds = _median_seconds(run_forecast, device, args.repeats)
-        sampler_seconds = _median_seconds(run_sampler, device, args.repeats)
-        series_per_s = sub.num_series / seconds
-        sampler_per_s = sub.num_series / sampler_seconds
-        rate = rates[rows[per_step]]
-        floor = rate / flops
+                run_sampler()  # warm-up
+                fractions, sampler_fractions, speeds, sampler_speeds, floors = [], [], [], [], []
+                for _ in range(repeats if precision == "fp32" or bf16_hardware() else 1):
+                    floor = floor_rate(dtype) / flops
+                    seconds = _median_seconds(run_forecast, device, 1)
+                    sampler_seconds = _median_seconds(run_sampler, device, 1)
+                    speeds.append(batch.num_series / seconds)
+                    sampler_speeds.append(batch.num_series / sampler_seconds)
+                    floors.append(floor)
+                    fractions.append(speeds[-1] / floor)
+                    sampler_fractions.append(sampler_speeds[-1] / floor)
+        finally:
+            if saved_env is None:
+                os.environ.pop("BATCHCAST_BF16", None)
+            else:
+                os.environ["BATCHCAST_BF16"] = saved_env
         records.append(
             emit(
                 BENCHMARK,
-                f"series_per_step={per_step}",
+                name,
                 {
-                    "series_per_step": per_step,
-                    "max_rows": max_rows,
-                    "rows_per_step": rows[per_step],
-                    "series": sub.num_series,
+                    "tile_rows": tile,
+                    "rule_tile_rows": rule,
+                    "calibrated_tile_rows": calibrated,
+                    "calibration_s": calibration_s,
+                    "calibration_seconds": {str(t): v for t, v in calib_seconds.items()},
+                    "precision": precision,
+                    "bf16_hardware": bf16_hardware(),
+                    "series": batch.num_series,
                     "threads": args.threads,
-                    "device": str(device),
-                    "seconds": seconds,
-                    "series_per_s": series_per_s,
-                    "sample_steps_per_s": series_per_s * s * spec.prediction_length,
-                    "sampler_series_per_s": sampler_per_s,
-                    "flops_per_series": flops,
-                    "achieved_gflops": series_per_s * flops / 1e9,
-                    "mm_shape": [rows[per_step], k, n],
-                    "mm_gflops": rate / 1e9,
-                    "floor_series_per_s": floor,
-                    "fraction_of_floor": series_per_s / floor,
-                    "sampler_fraction_of_floor": sampler_per_s / floor,
-                    "fraction_of_peak_floor": series_per_s * flops / peak_rate,
-                    "peak_rss_mb": peak_rss_mb(),
-                    "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2**20
-                    if device.type == "cuda"
-                    else None,
+                    "series_per_s": statistics.median(speeds),
+                    "sampler_series_per_s": statistics.median(sampler_speeds),
+                    "floor_series_per_s": statistics.median(floors),
+                    "mm_gflops": statistics.median(floors) * flops / 1e9,
+                    "fraction_of_floor": statistics.median(fractions),
+                    "sampler_fraction_of_floor": statistics.median(sampler_fractions),
+                    "l2_bytes": l2_bytes(),
+                    "cpu_flags": _cpu_flags(),
+                    "fused_kernel": lstm_kernel() is not None and name != "before",
                     "work_unit": unit.describe(),
                     "model": args.model or "initial weights",
                 },
             )
         )
-    best = max(records, key=lambda r: r["series_per_s"])
-    keys = ("series_per_step", "series_per_s", "floor_series_per_s", "fraction_of_floor")
-    records.append(
-        emit(
-            BENCHMARK,
-            "best",
-            {
-                **{key: best[key] for key in keys},
-                "sampler_fraction_of_floor": best["sampler_fraction_of_floor"],
-                "peak_mm_gflops": peak_rate / 1e9,
-            },
-        )
-    )
     if args.append_results:
         append_results(Path(args.append_results), records, describe)
     return 0

@@ -7,6 +7,7 @@ once per module: the format, not the forecast quality, is under test.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,8 +21,9 @@ import torch
 
 from batchcast.api import predict
 from batchcast.errors import ConfigError, RecordError
-from batchcast.forecast import DeepAR, InferenceConfig, ModelSpec, save_model
+from batchcast.forecast import DeepAR, InferenceConfig, ModelSpec
 from batchcast.io import Join
+from batchcast.models import save_model
 from batchcast.runner import ShardProcessor, WorkerOptions
 
 P = 5
@@ -181,7 +183,10 @@ def test_same_seed_same_bytes(model_dir: str) -> None:
 
 
 def test_loaded_processor_gives_the_same_answer(model_dir: str) -> None:
-    processor = ShardProcessor(model_dir, WorkerOptions(InferenceConfig(), Join(), 6.0, 0))
+    processor = ShardProcessor(
+        model_dir,
+        WorkerOptions(inference=InferenceConfig(), join=Join(), max_payload_mb=6.0, seed=0),
+    )
     request = {"instances": INSTANCES}
     assert predict(processor, request, seed=2) == predict(model_dir, request, seed=2)
     assert predict(processor, request, seed=2) == predict(processor, request, seed=2)
@@ -269,13 +274,17 @@ def test_bad_request(model_dir: str, request_body: Any, message: str) -> None:
 # The CLI (real subprocesses, started together: each spends most of its time importing)
 
 GOOD_REQUEST = {"instances": INSTANCES, "configuration": {"quantiles": ["0.05", "0.50"]}}
+# DEEPAR_INFERENCE_CONFIG as a container would have it: the base that a request overrides.
+ENV_CONFIG = {"num_samples": 9, "output_types": ["samples", "mean"]}
 CLI_CASES: dict[str, tuple[list[str], Any, bool]] = {
     # name: (extra arguments, request, through stdin?)
     "file": (["--seed", "3"], GOOD_REQUEST, False),
     "stdin": (["--seed", "3", "-"], GOOD_REQUEST, True),
     "bad_instance": ([], {"instances": [INSTANCES[0], _with(1, target="x")]}, False),
     "bad_configuration": ([], {"instances": INSTANCES, "configuration": {"num_samples": 0}}, True),
+    "environment": ([], {"instances": INSTANCES[:2], "configuration": {"num_samples": 4}}, True),
 }
+CLI_ENV = {"environment": {"DEEPAR_INFERENCE_CONFIG": orjson.dumps(ENV_CONFIG).decode()}}
 
 
 @pytest.fixture(scope="module")
@@ -291,8 +300,10 @@ def cli(
             path = folder / f"{name}.json"
             path.write_bytes(body)
             command.append(str(path))
+        env = {k: v for k, v in os.environ.items() if k != "DEEPAR_INFERENCE_CONFIG"}
+        env.update(CLI_ENV.get(name, {}))
         process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
         )
         running[name] = (process, body if stdin else b"")
     done = {}
@@ -345,3 +356,48 @@ def test_inference_argument_is_the_base_for_a_loaded_processor_too(model_dir: st
         [prediction] = predict(model, request, inference=base)["predictions"]
         assert list(prediction) == ["quantiles"]
         assert list(prediction["quantiles"]) == ["0.3"]
+
+
+# ---------------------------------------------------------------------------------------------
+# DEEPAR_INFERENCE_CONFIG: the container's base configuration, honoured as the server does
+
+
+def test_cli_honours_the_environment(cli: dict[str, subprocess.CompletedProcess[bytes]]) -> None:
+    run = cli["environment"]
+    assert run.returncode == 0, run.stderr.decode()
+    for prediction in orjson.loads(run.stdout)["predictions"]:
+        assert list(prediction) == ["samples", "mean"]  # the environment's output_types
+        assert len(prediction["samples"]) == 4  # the request's num_samples over it
+
+
+def test_environment_is_the_base(model_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEEPAR_INFERENCE_CONFIG", orjson.dumps(ENV_CONFIG).decode())
+    request = {"instances": INSTANCES[:2], "configuration": {"num_samples": 4}}
+    for prediction in predict(model_dir, request)["predictions"]:
+        assert list(prediction) == ["samples", "mean"]
+        assert len(prediction["samples"]) == 4
+    # an explicit base wins over the environment
+    explicit = InferenceConfig(output_types=("mean",))
+    for prediction in predict(model_dir, request, inference=explicit)["predictions"]:
+        assert list(prediction) == ["mean"]
+
+
+def test_bad_environment_names_the_variable(
+    model_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DEEPAR_INFERENCE_CONFIG", '{"num_samples": -1}')
+    with pytest.raises(ConfigError, match=r"DEEPAR_INFERENCE_CONFIG .*num_samples"):
+        predict(model_dir, {"instances": INSTANCES[:1]})
+
+
+def test_the_seed_rule_follows_the_content(model_dir: str) -> None:
+    """A call's seed comes from the seed and the request's records: the same records give the
+    same draws in any configuration, other records other draws (no shared noise)."""
+    samples = {"output_types": ["samples"], "num_samples": 5}
+    first = predict(model_dir, {"instances": INSTANCES[:1], "configuration": samples})
+    both = {"output_types": ["samples", "mean"], "num_samples": 5}
+    again = predict(model_dir, {"instances": INSTANCES[:1], "configuration": both})
+    assert again["predictions"][0]["samples"] == first["predictions"][0]["samples"]
+    # the same series under another item_id is another record: its paths are drawn afresh
+    other = predict(model_dir, {"instances": [_with(0, item_id="other")], "configuration": samples})
+    assert other["predictions"][0]["samples"] != first["predictions"][0]["samples"]

@@ -42,9 +42,7 @@ EXPECTED = {
         "forecast",
         "get_likelihood",
         "lags_for_frequency",
-        "load_model",
         "sample_paths",
-        "save_model",
         "summarize",
         "time_feature_names",
     ],
@@ -76,11 +74,21 @@ EXPECTED = {
         "open_sink",
         "output_uri",
         "plan_shards",
+        "read_model_files",
         "read_shard_lines",
         "remove_stale_temp",
         "renumber",
         "s3_client",
         "write_bytes_atomic",
+        "write_model_files",
+    ],
+    "batchcast.models": [
+        "LoadedModel",
+        "check_model",
+        "import_gluonts",
+        "load_model",
+        "load_spec",
+        "save_model",
     ],
     "batchcast.runner": [
         "ON_ERROR_MODES",
@@ -116,7 +124,8 @@ def test_all_is_pinned(module_name: str) -> None:
 
 def test_top_level_names_are_the_same_objects() -> None:
     from batchcast.api import predict, train, transform
-    from batchcast.forecast import DeepARConfig, InferenceConfig, ModelSpec, load_model
+    from batchcast.forecast import DeepARConfig, InferenceConfig, ModelSpec
+    from batchcast.models import load_model
 
     assert batchcast.predict is predict
     assert batchcast.train is train

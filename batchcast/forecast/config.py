@@ -20,10 +20,12 @@ import orjson
 
 from batchcast.coerce import as_choice_or_int, as_choice_or_ints, as_float, as_int, as_list
 from batchcast.errors import ConfigError
+from batchcast.forecast.classes import CLASS_KEYS, Classes
 from batchcast.forecast.frequency import Frequency, parse_frequency
 
 __all__ = [
     "LIKELIHOODS",
+    "OUTPUT_KEYS",
     "OUTPUT_TYPES",
     "DeepARConfig",
     "InferenceConfig",
@@ -32,6 +34,11 @@ __all__ = [
 
 LIKELIHOODS = ("student-T", "gaussian", "negative-binomial", "beta", "deterministic-L1")
 OUTPUT_TYPES = ("mean", "quantiles", "samples")
+# Every key an output record may hold (SAGEMAKER_INFERENCE_OUTPUT, SPEC.md §8).
+OUTPUT_KEYS = OUTPUT_TYPES + CLASS_KEYS
+# The order of an output record's keys when they come from ``output_types`` (SPEC.md §3).
+_DEFAULT_KEY_ORDER = ("quantiles", "samples", "mean")
+_INFERENCE_KEYS = ("num_samples", "output_types", "quantiles", "classes")
 DEFAULT_QUANTILES = ("0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9")
 
 
@@ -313,14 +320,22 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class InferenceConfig:
-    """``DEEPAR_INFERENCE_CONFIG`` (SPEC.md §2): what each output record holds.
+    """``DEEPAR_INFERENCE_CONFIG`` (SPEC.md §2) and the selected response keys (§8).
 
-    ``quantiles`` are kept as the exact strings used as output keys.
+    Attributes:
+        num_samples: sample paths per series.
+        output_types: DeepAR's ``mean`` / ``quantiles`` / ``samples``.
+        quantiles: kept as the exact strings used as output keys.
+        classes: bins over each path's aggregate, for the classification keys (§8).
+        keys: the keys each output record holds, in order (``SAGEMAKER_INFERENCE_OUTPUT``);
+            None: ``output_types`` rules, in SPEC.md §3's order.
     """
 
     num_samples: int = 100
     output_types: tuple[str, ...] = ("mean", "quantiles")
     quantiles: tuple[str, ...] = DEFAULT_QUANTILES
+    classes: Classes | None = None
+    keys: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "num_samples", as_int("num_samples", self.num_samples))
@@ -337,36 +352,62 @@ class InferenceConfig:
             raise ConfigError(
                 f"output_types must not repeat an entry, got {list(self.output_types)}"
             )
-        if "quantiles" in self.output_types and not self.quantiles:
-            raise ConfigError("quantiles must not be empty when output_types has 'quantiles'")
+        if self.keys is not None:
+            _check_keys(tuple(self.keys))
+            object.__setattr__(self, "keys", tuple(self.keys))
+        if "quantiles" in self.output_keys and not self.quantiles:
+            raise ConfigError("quantiles must not be empty when the output holds 'quantiles'")
         keys = tuple(_quantile_key("quantiles", q) for q in self.quantiles)
         if len(set(keys)) != len(keys):
             raise ConfigError(f"quantiles must not repeat a key, got {list(keys)}")
         # Numbers given directly become their output keys (JSON object keys are strings).
         object.__setattr__(self, "quantiles", keys)
+        asked = [k for k in self.output_keys if k in CLASS_KEYS]
+        if asked and self.classes is None:
+            raise ConfigError(
+                f"the output keys {asked} need 'classes' in the inference configuration "
+                "(DEEPAR_INFERENCE_CONFIG or the request's configuration); none is set"
+            )
+
+    @property
+    def output_keys(self) -> tuple[str, ...]:
+        """The keys of each output record, in order."""
+        if self.keys is not None:
+            return self.keys
+        return tuple(k for k in _DEFAULT_KEY_ORDER if k in self.output_types)
+
+    @property
+    def wants_classes(self) -> bool:
+        """Whether any classification key is asked for (class probabilities are computed)."""
+        return any(k in CLASS_KEYS for k in self.output_keys)
 
     @property
     def quantile_levels(self) -> tuple[float, ...]:
         return tuple(float(q) for q in self.quantiles)
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any] | None) -> InferenceConfig:
+    def from_mapping(
+        cls, data: Mapping[str, Any] | None, *, keys: Sequence[str] | None = None
+    ) -> InferenceConfig:
         """Build from a parsed configuration object; absent keys take SPEC.md §2's defaults.
+
+        Args:
+            data: the configuration object (None: the defaults).
+            keys: the selected response keys (``SAGEMAKER_INFERENCE_OUTPUT``), if any.
 
         Raises:
             ConfigError: for an unknown key or an invalid value, naming the key.
         """
         if data is None:
-            return cls()
+            return cls(keys=None if keys is None else tuple(keys))
         if not isinstance(data, Mapping):
             raise ConfigError(f"the inference configuration must be a JSON object, got {data!r}")
-        unknown = sorted(set(data) - {"num_samples", "output_types", "quantiles"})
+        unknown = sorted(set(data) - set(_INFERENCE_KEYS))
         if unknown:
             raise ConfigError(
-                f"unknown inference configuration key(s) {unknown}; "
-                "known: ['num_samples', 'output_types', 'quantiles']"
+                f"unknown inference configuration key(s) {unknown}; known: {list(_INFERENCE_KEYS)}"
             )
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"keys": None if keys is None else tuple(keys)}
         if "num_samples" in data:
             kwargs["num_samples"] = as_int("num_samples", data["num_samples"])
         if "output_types" in data:
@@ -379,6 +420,8 @@ class InferenceConfig:
             if isinstance(quantiles, str) or not isinstance(quantiles, Sequence):
                 raise ConfigError(f"quantiles must be a JSON array, got {quantiles!r}")
             kwargs["quantiles"] = tuple(_quantile_key("quantiles", q) for q in quantiles)
+        if data.get("classes") is not None:
+            kwargs["classes"] = Classes.from_mapping(data["classes"])
         return cls(**kwargs)
 
     @classmethod
@@ -396,19 +439,42 @@ class InferenceConfig:
         """This configuration with the keys of ``overrides`` replaced (e.g. a request's)."""
         if not overrides:
             return self
-        base: dict[str, Any] = {
-            "num_samples": self.num_samples,
-            "output_types": list(self.output_types),
-            "quantiles": list(self.quantiles),
-        }
         if not isinstance(overrides, Mapping):
             raise ConfigError(f"configuration must be a JSON object, got {overrides!r}")
+        base = self.to_dict()
         base.update(overrides)
-        return InferenceConfig.from_mapping(base)
+        return InferenceConfig.from_mapping(base, keys=self.keys)
+
+    def with_keys(self, keys: Sequence[str] | None) -> InferenceConfig:
+        """This configuration holding the response keys ``keys`` (None: ``output_types``)."""
+        return dataclasses.replace(self, keys=None if keys is None else tuple(keys))
+
+    def check_horizon(self, prediction_length: int) -> None:
+        """Check what depends on the model's horizon (``classes.steps``).
+
+        Raises:
+            ConfigError: when ``classes.steps`` reaches past ``prediction_length``.
+        """
+        if self.classes is not None:
+            self.classes.step_range(prediction_length)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The configuration object (without ``keys``, which come from the environment)."""
+        out: dict[str, Any] = {
             "num_samples": self.num_samples,
             "output_types": list(self.output_types),
             "quantiles": list(self.quantiles),
         }
+        if self.classes is not None:
+            out["classes"] = self.classes.to_dict()
+        return out
+
+
+def _check_keys(keys: tuple[str, ...]) -> None:
+    if not keys:
+        raise ConfigError(f"the output keys must be a non-empty list from {list(OUTPUT_KEYS)}")
+    for key in keys:
+        if key not in OUTPUT_KEYS:
+            raise ConfigError(f"unknown output key {key!r}; known: {list(OUTPUT_KEYS)}")
+    if len(set(keys)) != len(keys):
+        raise ConfigError(f"the output keys must not repeat a key, got {list(keys)}")

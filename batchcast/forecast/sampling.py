@@ -49,7 +49,14 @@ from batchcast.forecast.precision import Precision, resolve_precision
 from batchcast.forecast.series import SeriesBatch
 from batchcast.forecast.tuning import rule_tile_rows
 
-__all__ = ["Forecast", "forecast", "quantile_indices", "sample_paths", "summarize"]
+__all__ = [
+    "Forecast",
+    "class_probabilities",
+    "forecast",
+    "quantile_indices",
+    "sample_paths",
+    "summarize",
+]
 
 # Rows (series x paths) per sampling step. Large enough for efficient GEMMs, small enough that
 # the per-step buffers (rows x 4 x num_cells floats) stay in the CPU's L2/L3 cache.
@@ -62,11 +69,15 @@ class Forecast:
 
     Attributes:
         mean: (B, P). quantiles: (B, Q, P) in the configured order. samples: (B, S, P).
+        probabilities: (B, K + 1) the fraction of paths in each class (``classes``, SPEC §8).
+        predicted: (B,) int64 the most probable class (ties: the lower class).
     """
 
     mean: np.ndarray | None
     quantiles: np.ndarray | None
     samples: np.ndarray | None
+    probabilities: np.ndarray | None = None
+    predicted: np.ndarray | None = None
 
 
 def quantile_indices(num_samples: int, levels: Sequence[float]) -> list[int]:
@@ -376,7 +387,8 @@ class _Bf16:
         hidden = h[0].shape[1]
         self.hidden = hidden
         self.w0 = layers[0].w_hh_t.to(torch.bfloat16)
-        self.w = [None] + [
+        # w[l] = [W_ih; W_hh] of layer l >= 1 (w[0] is unused: layer 0 has w0 and the addend).
+        self.w = [self.w0] + [
             torch.cat((w.w_ih_t, w.w_hh_t)).to(torch.bfloat16).contiguous() for w in layers[1:]
         ]
         self.bias = [w.bias for w in layers]
@@ -458,9 +470,7 @@ class _Bf16:
         self, kernel: LstmKernel, layer: int, r0: int, r1: int, c: torch.Tensor, h: torch.Tensor
     ) -> None:
         t = r1 - r0
-        weight = self.w[layer]
-        assert weight is not None  # w[0] is None: layer 0 multiplies w0 in lower()
-        torch.mm(self.x[layer][r0:r1], weight, out=self.out16[:t])
+        torch.mm(self.x[layer][r0:r1], self.w[layer], out=self.out16[:t])
         dst, stride = self._h16(layer)
         self._cell(kernel, t, self.bias[layer], 0, c[r0:r1], h[r0:r1], dst[r0:r1], stride)
         if layer + 1 < self.num_layers:  # this layer's h is also the recurrent half of x[layer]
@@ -497,32 +507,96 @@ def _fixed_gates(
     return torch.matmul(x, layer0.w_ih_t) + layer0.bias
 
 
-def summarize(samples: torch.Tensor, config: InferenceConfig) -> Forecast:
-    """Mean, quantiles and/or samples of ``samples`` (B, S, P), computed on its device.
+def summarize(
+    samples: torch.Tensor, config: InferenceConfig, *, thresholds: torch.Tensor | None = None
+) -> Forecast:
+    """Mean, quantiles, samples and/or class probabilities of ``samples`` (B, S, P), on its device.
 
     Quantiles are order statistics (GluonTS's rule, no interpolation): the sorted sample at
-    :func:`quantile_indices`. Only the asked-for summaries cross to the host.
+    :func:`quantile_indices`. Only the asked-for summaries cross to the host: the samples
+    only when ``samples`` is an output key.
+
+    Args:
+        samples: (B, S, P) sample paths.
+        config: what to return (``config.output_keys``) and the ``classes``.
+        thresholds: (B, k) per-record class thresholds (``classes.thresholds_field``), or
+            None to use ``config.classes.thresholds`` for every series.
     """
-    wanted = set(config.output_types)
+    wanted = set(config.output_keys)
     mean = samples.mean(dim=1) if "mean" in wanted else None
     quantiles = None
     if "quantiles" in wanted:
         idx = quantile_indices(samples.shape[1], config.quantile_levels)
         ordered = samples.sort(dim=1).values
         quantiles = ordered[:, torch.tensor(idx, device=samples.device)]  # (B, Q, P)
+    probabilities = predicted = None
+    if config.wants_classes:
+        probabilities, predicted = class_probabilities(samples, config, thresholds=thresholds)
     return Forecast(
         mean=None if mean is None else mean.cpu().numpy(),
         quantiles=None if quantiles is None else quantiles.cpu().numpy(),
         samples=samples.cpu().numpy() if "samples" in wanted else None,
+        probabilities=None if probabilities is None else probabilities.cpu().numpy(),
+        predicted=None if predicted is None else predicted.cpu().numpy(),
     )
+
+
+_AGGREGATE = {
+    "sum": lambda x: x.sum(dim=-1),
+    "mean": lambda x: x.mean(dim=-1),
+    "max": lambda x: x.amax(dim=-1),
+    "min": lambda x: x.amin(dim=-1),
+    "last": lambda x: x[..., -1],
+}
+
+
+def class_probabilities(
+    samples: torch.Tensor, config: InferenceConfig, *, thresholds: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fraction of paths in each class, and the most probable class (SPEC.md §8).
+
+    A path's aggregate ``a`` over ``classes.steps`` is in class ``j`` = the number of
+    thresholds ``<= a``. The aggregate is taken in float64 so that a path's class does not
+    depend on the summation order (a check recomputing it from the written samples agrees).
+
+    Args:
+        samples: (B, S, P) sample paths.
+        config: holds ``classes`` (must not be None).
+        thresholds: (B, k) per-record thresholds, or None for ``classes.thresholds``.
+
+    Returns:
+        probabilities: (B, K + 1) float32; predicted: (B,) int64, ties to the lower class.
+    """
+    classes = config.classes
+    assert classes is not None  # InferenceConfig checks that classification keys have classes
+    lo, hi = classes.step_range(samples.shape[-1])
+    window = samples[..., lo:hi].to(torch.float64)  # (B, S, steps)
+    aggregate = _AGGREGATE[classes.aggregate](window)  # (B, S)
+    if thresholds is None:
+        thresholds = torch.tensor(classes.thresholds, dtype=torch.float64, device=samples.device)
+        thresholds = thresholds.expand(samples.shape[0], -1)
+    edges = thresholds.to(samples.device, torch.float64)  # (B, k)
+    cls = (edges[:, None, :] <= aggregate[:, :, None]).sum(dim=-1)  # (B, S) class of each path
+    counts = torch.zeros(samples.shape[0], edges.shape[1] + 1, device=samples.device)
+    counts.scatter_add_(1, cls, torch.ones_like(cls, dtype=counts.dtype))
+    probabilities = (counts / samples.shape[1]).to(torch.float32)  # (B, K + 1)
+    return probabilities, counts.argmax(dim=1)  # argmax: the first (lower) class on a tie
+
+
+def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    # Arrays that came through Ray's object store are read-only views; torch warns on those
+    # (it cannot promise not to write), so they are copied, which only the small ones are.
+    if not array.flags.writeable:
+        array = array.copy()
+    return torch.from_numpy(array).to(device, non_blocking=True)
 
 
 def _to_tensors(windows: Windows, device: torch.device) -> dict[str, torch.Tensor]:
     return {
-        "past_target": torch.from_numpy(windows.past_target).to(device, non_blocking=True),
-        "past_observed": torch.from_numpy(windows.past_observed).to(device, non_blocking=True),
-        "covariates": torch.from_numpy(windows.covariates).to(device, non_blocking=True),
-        "cat": torch.from_numpy(windows.cat).to(device, non_blocking=True),
+        "past_target": _tensor(windows.past_target, device),
+        "past_observed": _tensor(windows.past_observed, device),
+        "covariates": _tensor(windows.covariates, device),
+        "cat": _tensor(windows.cat, device),
     }
 
 
@@ -566,7 +640,8 @@ def forecast(
             tile_rows=tile_rows,
             precision=precision,
         )
-        parts.append(summarize(paths, config))
+        thresholds = None if chunk.thresholds is None else torch.from_numpy(chunk.thresholds)
+        parts.append(summarize(paths, config, thresholds=thresholds))
     return _concat(parts, config, model.spec.prediction_length)
 
 
@@ -579,11 +654,19 @@ def _concat(parts: list[Forecast], config: InferenceConfig, horizon: int) -> For
             return np.zeros(empty_shape, dtype=np.float32)
         return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
-    wanted = set(config.output_types)
+    wanted = set(config.output_keys)
+    classes = config.classes.num_thresholds + 1 if config.classes is not None else 0
+    probabilities = cat("probabilities", (0, classes)) if config.wants_classes else None
+    predicted = None
+    if config.wants_classes:
+        arrays = [f.predicted for f in parts if f.predicted is not None]
+        predicted = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
     return Forecast(
         mean=cat("mean", (0, horizon)) if "mean" in wanted else None,
         quantiles=cat("quantiles", (0, len(config.quantiles), horizon))
         if "quantiles" in wanted
         else None,
         samples=cat("samples", (0, config.num_samples, horizon)) if "samples" in wanted else None,
+        probabilities=probabilities,
+        predicted=predicted,
     )

@@ -26,6 +26,8 @@ class SeriesBatch:
         cat: (B, n_cat) int64 categorical features (n_cat may be 0).
         dynamic_feat: (sum D_b, n_dyn) float32, each series' dynamic features stacked in time.
         dynamic_offsets: (B + 1,) int64, like ``target_offsets`` for ``dynamic_feat``'s rows.
+        thresholds: (B, k) float64 per-record class thresholds (``classes.thresholds_field``,
+            SPEC.md §8), or None when the records bring none.
     """
 
     start: np.ndarray
@@ -34,6 +36,7 @@ class SeriesBatch:
     cat: np.ndarray
     dynamic_feat: np.ndarray
     dynamic_offsets: np.ndarray
+    thresholds: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         # Internal invariants: io builds these arrays; users never do.
@@ -43,6 +46,9 @@ class SeriesBatch:
         assert self.cat.ndim == 2, "cat must be (B, n_cat)"
         assert self.cat.shape[0] == b, "cat must be (B, n_cat)"
         assert self.dynamic_feat.ndim == 2, "dynamic_feat must be (rows, n_dyn)"
+        if self.thresholds is not None:
+            assert self.thresholds.ndim == 2, "thresholds must be (B, k)"
+            assert self.thresholds.shape[0] == b, "thresholds must be (B, k)"
 
     @property
     def num_series(self) -> int:
@@ -74,6 +80,7 @@ class SeriesBatch:
             cat=self.cat[lo:hi],
             dynamic_feat=self.dynamic_feat[d0:d1],
             dynamic_offsets=self.dynamic_offsets[lo : hi + 1] - d0,
+            thresholds=None if self.thresholds is None else self.thresholds[lo:hi],
         )
 
     def take(self, index: Sequence[int] | np.ndarray) -> SeriesBatch:
@@ -86,6 +93,7 @@ class SeriesBatch:
             dynamic=[self.dynamic(int(b)) for b in index],
             num_dynamic_feat=self.dynamic_feat.shape[1],
             num_cat=self.cat.shape[1],
+            thresholds=None if self.thresholds is None else self.thresholds[index],
         )
 
     @staticmethod
@@ -97,6 +105,7 @@ class SeriesBatch:
         dynamic: Sequence[np.ndarray | Sequence[Sequence[float]]] | None = None,
         num_dynamic_feat: int = 0,
         num_cat: int | None = None,
+        thresholds: Sequence[Sequence[float]] | np.ndarray | None = None,
     ) -> SeriesBatch:
         """Build from per-series lists.
 
@@ -108,6 +117,7 @@ class SeriesBatch:
             num_dynamic_feat: n_dyn, needed when ``dynamic`` is None or empty.
             num_cat: n_cat, to keep the width of ``cat`` for a batch of zero series;
                 None infers it from ``cat``.
+            thresholds: (B, k) per-record class thresholds, or None.
         """
         b = len(targets)
         lengths = np.fromiter((len(t) for t in targets), dtype=np.int64, count=b)
@@ -143,4 +153,7 @@ class SeriesBatch:
             cat=cat_arr,
             dynamic_feat=dyn,
             dynamic_offsets=dyn_offsets,
+            thresholds=None
+            if thresholds is None
+            else np.asarray(thresholds, dtype=np.float64).reshape(b, -1),
         )

@@ -6,11 +6,12 @@ and the torch-free ``batchcast.forecast.config`` and ``batchcast.forecast.series
 Modules: ``sources`` (listing, ranged reads, the S3 client), ``shards`` (byte-range
 shards and their lines), ``records`` (the codec and the decode loop), ``validation`` (the
 record contract), ``training`` (training channels), ``jsonl`` and ``join`` (output lines),
-``sinks`` (atomic writers).
+``sinks`` (atomic writers), ``model_files`` (a model's files in a folder or model.tar.gz).
 """
 
 from batchcast.io.join import Join, JsonPath, compile_path
 from batchcast.io.jsonl import encode_error, encode_forecasts, forecast_dicts, join_lines
+from batchcast.io.model_files import read_model_files, write_model_files
 from batchcast.io.records import DecodedShard, decode_records, renumber
 from batchcast.io.shards import CorruptInputError, Shard, ShardLines, plan_shards, read_shard_lines
 from batchcast.io.sinks import (
@@ -60,9 +61,11 @@ __all__ = [
     "open_sink",
     "output_uri",
     "plan_shards",
+    "read_model_files",
     "read_shard_lines",
     "remove_stale_temp",
     "renumber",
     "s3_client",
     "write_bytes_atomic",
+    "write_model_files",
 ]

@@ -28,43 +28,80 @@ def forecast_dicts(
     mean: np.ndarray | None,
     quantiles: np.ndarray | None,
     samples: np.ndarray | None,
+    probabilities: np.ndarray | None = None,
+    predicted: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
-    """One output dict per series, values as numpy row views, keys in SPEC.md's order
-    (``quantiles``, ``samples``, ``mean``), only those in ``config.output_types``.
+    """One output dict per series, values as numpy row views, keys in ``config.output_keys``
+    order (by default SPEC.md §3's: ``quantiles``, ``samples``, ``mean``).
 
-    For joins (:class:`batchcast.io.join.Join`), which edit the dict before encoding; encode
-    with ``orjson.OPT_SERIALIZE_NUMPY``. Arguments as for :func:`encode_forecasts`.
+    For joins (:class:`batchcast.io.join.Join`), which edit the dict before encoding, and for
+    the CSV encoder; encode with ``orjson.OPT_SERIALIZE_NUMPY``. Arguments as for
+    :func:`encode_forecasts`.
     """
-    wanted = config.output_types
+    keys = config.output_keys
     arrays = {
-        "quantiles": _checked("quantiles", quantiles, wanted, ndim=3),
-        "samples": _checked("samples", samples, wanted, ndim=3),
-        "mean": _checked("mean", mean, wanted, ndim=2),
+        "quantiles": _checked("quantiles", quantiles, keys, ndim=3),
+        "samples": _checked("samples", samples, keys, ndim=3),
+        "mean": _checked("mean", mean, keys, ndim=2),
     }
     present = [a for a in arrays.values() if a is not None]
-    batch, horizon = present[0].shape[0], present[0].shape[-1]
-    for name, array in arrays.items():
-        if array is not None and (array.shape[0], array.shape[-1]) != (batch, horizon):
-            raise ValueError(f"{name} has shape {array.shape}; expected ({batch}, ..., {horizon})")
+    batch = present[0].shape[0] if present else _classes_rows(probabilities, predicted)
+    if present:
+        horizon = present[0].shape[-1]
+        for name, array in arrays.items():
+            if array is not None and (array.shape[0], array.shape[-1]) != (batch, horizon):
+                raise ValueError(
+                    f"{name} has shape {array.shape}; expected ({batch}, ..., {horizon})"
+                )
     q = arrays["quantiles"]
     if q is not None and q.shape[1] != len(config.quantiles):
         raise ValueError(
             f"quantiles has {q.shape[1]} levels; the configuration has {len(config.quantiles)}"
         )
-    keys = config.quantiles
-    s, m = arrays["samples"], arrays["mean"]
+    columns = {name: a for name, a in arrays.items() if a is not None}
+    if config.wants_classes:
+        columns.update(_class_columns(config, probabilities, predicted, batch))
+    quantile_keys = config.quantiles
     out: list[dict[str, Any]] = []
     for b in range(batch):
         record: dict[str, Any] = {}
-        if q is not None:
-            row = q[b]
-            record["quantiles"] = {key: row[i] for i, key in enumerate(keys)}
-        if s is not None:
-            record["samples"] = s[b]
-        if m is not None:
-            record["mean"] = m[b]
+        for key in keys:
+            value = columns[key][b]
+            record[key] = (
+                {k: value[i] for i, k in enumerate(quantile_keys)} if key == "quantiles" else value
+            )
         out.append(record)
     return out
+
+
+def _classes_rows(probabilities: np.ndarray | None, predicted: np.ndarray | None) -> int:
+    if probabilities is None or predicted is None:
+        raise ValueError("the output keys ask for classes but no probabilities were given")
+    return int(probabilities.shape[0])
+
+
+def _class_columns(
+    config: InferenceConfig,
+    probabilities: np.ndarray | None,
+    predicted: np.ndarray | None,
+    batch: int,
+) -> dict[str, Any]:
+    """The classification keys of SPEC.md §8, one entry per series."""
+    assert config.classes is not None  # InferenceConfig guarantees it for classification keys
+    if probabilities is None or predicted is None or probabilities.shape[0] != batch:
+        raise ValueError("the output keys ask for classes but no probabilities were given")
+    labels = list(config.classes.labels)
+    probs = np.ascontiguousarray(probabilities, dtype=np.float32)  # (B, K + 1)
+    rows = np.arange(batch)
+    # Two classes: the upper ("True": the aggregate reaches the threshold); more: the
+    # probability of the predicted label.
+    chosen = probs[:, 1] if probs.shape[1] == 2 else probs[rows, predicted]
+    return {
+        "predicted_label": [labels[int(j)] for j in predicted],
+        "probability": chosen,
+        "probabilities": probs,
+        "labels": [labels] * batch,
+    }
 
 
 def encode_forecasts(
@@ -73,14 +110,19 @@ def encode_forecasts(
     mean: np.ndarray | None,
     quantiles: np.ndarray | None,
     samples: np.ndarray | None,
+    probabilities: np.ndarray | None = None,
+    predicted: np.ndarray | None = None,
 ) -> list[bytes]:
     """Encode one JSON object per series (no newline).
 
     Args:
-        config: which outputs (``output_types``) and the quantile keys, exactly as configured.
+        config: which keys (``output_keys``), the quantile keys exactly as configured, and the
+            class labels.
         mean: (B, P), needed when ``"mean"`` is asked for.
         quantiles: (B, Q, P) in ``config.quantiles``' order, needed for ``"quantiles"``.
         samples: (B, S, P), needed for ``"samples"``.
+        probabilities: (B, K + 1) class probabilities, needed for the classification keys.
+        predicted: (B,) the most probable class, with ``probabilities``.
 
     Returns:
         B encoded objects.
@@ -90,10 +132,15 @@ def encode_forecasts(
             caller, not a user error).
     """
     dumps = orjson.dumps
-    return [
-        dumps(d, option=_NUMPY)
-        for d in forecast_dicts(config, mean=mean, quantiles=quantiles, samples=samples)
-    ]
+    dicts = forecast_dicts(
+        config,
+        mean=mean,
+        quantiles=quantiles,
+        samples=samples,
+        probabilities=probabilities,
+        predicted=predicted,
+    )
+    return [dumps(d, option=_NUMPY) for d in dicts]
 
 
 def _checked(

@@ -33,6 +33,7 @@ import numpy as np
 import orjson
 
 from batchcast.errors import ConfigError, RecordError
+from batchcast.forecast.classes import Classes, thresholds_row
 from batchcast.forecast.config import ModelSpec
 from batchcast.forecast.series import SeriesBatch
 
@@ -71,12 +72,17 @@ class RecordContract:
         num_dynamic_feat: how many ``dynamic_feat`` arrays (0: not used).
         future_length: how many values past the target each ``dynamic_feat`` array must
             have: P at inference, 0 in training.
+        thresholds_field: the field holding each record's own class thresholds
+            (``classes.thresholds_field``, SPEC.md §8), required in every record when set.
+        num_thresholds: how many thresholds that field holds (k).
     """
 
     prediction_length: int
     cardinality: tuple[int, ...] = ()
     num_dynamic_feat: int = 0
     future_length: int = 0
+    thresholds_field: str | None = None
+    num_thresholds: int = 0
 
     def __post_init__(self) -> None:
         if self.prediction_length < 1:
@@ -89,13 +95,16 @@ class RecordContract:
             raise ConfigError(f"future_length must be >= 0, got {self.future_length}")
 
     @classmethod
-    def for_inference(cls, spec: ModelSpec) -> RecordContract:
-        """The contract a trained model sets for its input records."""
+    def for_inference(cls, spec: ModelSpec, classes: Classes | None = None) -> RecordContract:
+        """The contract a trained model (and the job's ``classes``) sets for input records."""
+        field = classes.thresholds_field if classes is not None else None
         return cls(
             prediction_length=spec.prediction_length,
             cardinality=tuple(spec.cardinality),
             num_dynamic_feat=spec.num_dynamic_feat,
             future_length=spec.prediction_length,
+            thresholds_field=field,
+            num_thresholds=classes.num_thresholds if classes is not None and field else 0,
         )
 
 
@@ -165,6 +174,7 @@ class _Columns:
         self.targets: list[np.ndarray] = []
         self.cats: list[list[int]] = []
         self.dynamic: list[np.ndarray] = []
+        self.thresholds: list[list[float]] = []
 
     def add(self, i: int, record: Any, line: bytes) -> None:
         if type(record) is not dict:
@@ -179,6 +189,7 @@ class _Columns:
             if self.contract.num_dynamic_feat
             else None
         )
+        thresholds = _thresholds(record, self.contract) if self.contract.thresholds_field else None
         self.index.append(i)
         self.starts.append(start)
         self.targets.append(target)
@@ -186,18 +197,23 @@ class _Columns:
             self.cats.append(cat)
         if dyn is not None:
             self.dynamic.append(dyn)
+        if thresholds is not None:
+            self.thresholds.append(thresholds)
 
     def build(self) -> tuple[SeriesBatch, np.ndarray, list[tuple[int, str]]]:
         """The batch of good records, their line indices, and (line index, message) for
         well-formed ``start`` values that are impossible dates."""
         seconds, bad = _parse_starts(self.starts)
         index, targets, cats, dynamic = self.index, self.targets, self.cats, self.dynamic
+        thresholds = self.thresholds
         if bad:  # rare: drop the records whose start numpy rejected
             keep = sorted(set(range(len(index))) - {k for k, _ in bad})
             seconds = seconds[keep]
             index, targets = [index[k] for k in keep], [targets[k] for k in keep]
             cats = [cats[k] for k in keep] if cats else cats
             dynamic = [dynamic[k] for k in keep] if dynamic else dynamic
+            thresholds = [thresholds[k] for k in keep] if thresholds else thresholds
+        k = self.contract.num_thresholds
         batch = SeriesBatch.from_lists(
             start=seconds,
             targets=targets,
@@ -205,6 +221,9 @@ class _Columns:
             dynamic=dynamic,
             num_dynamic_feat=self.contract.num_dynamic_feat,
             num_cat=self.n_cat,
+            thresholds=np.asarray(thresholds, dtype=np.float64).reshape(len(index), k)
+            if self.contract.thresholds_field
+            else None,
         )
         good = np.asarray(index, dtype=np.int64)
         return batch, good, [(self.index[k], message) for k, message in bad]
@@ -227,6 +246,28 @@ def describe(value: Any) -> str:
     if len(text) > 40:
         text = text[:37] + "..."
     return f"{kind} {text}"
+
+
+# --- the record's own class thresholds (SPEC.md §8)
+
+
+def _thresholds(record: dict[str, Any], contract: RecordContract) -> list[float]:
+    field = contract.thresholds_field
+    assert field is not None  # only called when the contract has one
+    if field not in record:
+        raise FieldError(
+            field,
+            "required field is missing (classes.thresholds_field names it); expected "
+            + (
+                "a number"
+                if contract.num_thresholds == 1
+                else f"an ascending array of {contract.num_thresholds} numbers"
+            ),
+        )
+    try:
+        return thresholds_row(record[field], contract.num_thresholds)
+    except ValueError as err:
+        raise FieldError(field, str(err)) from None
 
 
 # --- start

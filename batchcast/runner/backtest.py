@@ -29,8 +29,8 @@ from typing import Any
 import orjson
 
 from batchcast.errors import ConfigError
-from batchcast.forecast.artifacts import load_spec
 from batchcast.io import join_uri, list_inputs, open_sink
+from batchcast.models import load_spec
 from batchcast.report.evaluate import Evaluation, evaluate
 from batchcast.report.html import charts_for, write_report
 from batchcast.report.plots import collect_panels

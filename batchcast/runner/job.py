@@ -118,23 +118,23 @@ class TransformJob:
         _choice("Accept", self.accept, CONTENT_TYPES)
         _choice("on_error", self.on_error, ON_ERROR_MODES)
         _choice("pipeline", self.pipeline, ("auto", "fused", "split"))
+        # Range errors remember the field, so that the CLI can name the flag the user typed.
         if not 1 <= self.max_payload_mb <= 100:
-            raise ConfigError(f"MaxPayloadInMB must be in [1, 100], got {self.max_payload_mb}")
+            expected = f"must be in [1, 100], got {self.max_payload_mb}"
+            raise ConfigError.for_key("max_payload_mb", "MaxPayloadInMB", expected)
         if self.workers is not None and self.workers < 1:
-            raise ConfigError(f"workers must be >= 1, got {self.workers}")
+            raise ConfigError.for_key("workers", "workers", f"must be >= 1, got {self.workers}")
         if self.gpus_per_worker < 0:
-            raise ConfigError(f"gpus_per_worker must be >= 0, got {self.gpus_per_worker}")
+            raise ConfigError.for_key(
+                "gpus_per_worker", "gpus_per_worker", f"must be >= 0, got {self.gpus_per_worker}"
+            )
         if not self.shard_mb > 0:
-            raise ConfigError(f"shard_mb must be > 0, got {self.shard_mb}")
+            raise ConfigError.for_key("shard_mb", "shard_mb", f"must be > 0, got {self.shard_mb}")
         if self.name and _NAME_RE.fullmatch(self.name) is None:
             raise ConfigError(
                 f"TransformJobName must be 1-63 letters, digits or hyphens, starting and ending "
                 f"with a letter or digit, got {self.name!r}"
             )
-
-    def with_overrides(self, **overrides: Any) -> TransformJob:
-        """This job with the non-None ``overrides`` applied (flags over a job file)."""
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
     @classmethod
     def from_request(
@@ -230,6 +230,17 @@ class TransformJob:
             job = replace(job, join=replace(job.join, forward_fields=tuple(forward_fields)))
         return job
 
+    def resolved(self, *, name: str) -> TransformJob:
+        """This job as one run sees it: named (``name`` when the job has none) and with local
+        paths made absolute, so the summary's paths do not depend on the working folder."""
+        return replace(
+            self,
+            name=self.name or name,
+            model=_absolute(self.model),
+            input=_absolute(self.input),
+            output=_absolute(self.output),
+        )
+
     def resolved_workers(self, available_cpus: int, available_gpus: int) -> int:
         """Workers to start: ``workers``, else one per CPU (per GPU).
 
@@ -274,6 +285,14 @@ class TransformJob:
 
 # ---------------------------------------------------------------------------------------------
 # Parsing helpers for the request body
+
+
+def _absolute(uri: str) -> str:
+    """A local path made absolute (keeping a trailing slash); any ``scheme://`` URI as is."""
+    if "://" in uri:
+        return uri
+    path = os.path.abspath(uri)
+    return path + os.sep if uri.endswith(("/", os.sep)) and path != os.sep else path
 
 
 def _sets_inference(body: Mapping[str, Any] | None) -> bool:

@@ -395,8 +395,7 @@ def _fused_kernel_available() -> bool:
 
 
 needs_kernel = pytest.mark.skipif(
-    not _fused_kernel_available(),
-    reason="no fused cell here (no C compiler, or BATCHCAST_NATIVE=0)",
+    not _fused_kernel_available(), reason="no fused cell (no C compiler, or BATCHCAST_NATIVE=0)"
 )
 
 

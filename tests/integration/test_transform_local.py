@@ -36,7 +36,7 @@ from batchcast.api import transform
 from batchcast.errors import ShardError
 from batchcast.io import list_inputs, plan_shards
 from batchcast.runner import SUMMARY_NAME, JobSummary
-from batchcast.runner.driver import ACTOR_NAMESPACE, worker_actor_names
+from batchcast.runner.pool import ACTOR_NAMESPACE, worker_actor_names
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -521,7 +521,9 @@ def test_an_unreadable_shard_fails_the_job_cleanly(
         transform(tiny_model, str(root), str(output), shard_mb=SHARD_MB, name="unreadable")
     on_disk = _summary_file(output)
     assert on_disk["status"] == "Failed"
-    assert on_disk["failure_reason"].startswith("ShardError: ")
+    # The reason is the cause's own type and text (which file, why), not the wrapper's.
+    assert on_disk["failure_reason"].startswith("CorruptInputError: ")
+    assert "0-truncated.jsonl.gz" in on_disk["failure_reason"]
     statuses = {Path(f["input"]).name: (f["status"], f["lines"] > 0) for f in on_disk["files"]}
     assert statuses["a.jsonl"] == ("aborted", True)  # it was being written when the job failed
     assert read_outputs(output) == {}
@@ -639,6 +641,8 @@ def test_cli_runs_a_create_transform_job_body_and_exits_0(
         "--job", str(JOB_FILE),
         "--input", str(plain_inputs / "b.jsonl"),
         "--output", str(output),
+        "--shard-mb", str(SHARD_MB),  # several shards, so both workers have work
+        "--json",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     printed = orjson.loads(done.stdout)
@@ -665,6 +669,26 @@ def test_cli_runs_a_create_transform_job_body_and_exits_0(
     assert _summary_file(output)["job"]["inference"]["num_samples"] == 20
 
 
+def test_cli_prints_a_human_summary_without_json(
+    tiny_model: str, plain_inputs: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "out"
+    done = _cli(
+        "--model", tiny_model,
+        "--input", str(plain_inputs / "b.jsonl"),
+        "--output", str(output),
+        "--job-name", "human",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "Completed: human"
+    assert "1 file(s): 1 committed" in lines[1]
+    assert lines[2].strip().startswith("60 lines, 60 series forecast, 0 record error(s)")
+    assert lines[-1].strip() == f"summary: {output / SUMMARY_NAME}"
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(done.stdout)
+
+
 def test_cli_fail_file_exits_1_with_one_record_error_line_per_bad_line(
     tiny_feature_model: str, mixed_inputs: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -674,6 +698,7 @@ def test_cli_fail_file_exits_1_with_one_record_error_line_per_bad_line(
         "--output", str(tmp_path / "out"),
         "--max-payload-mb", str(MAX_PAYLOAD_MB),
         "--shard-mb", str(SHARD_MB),
+        "--json",
     )  # fmt: skip
     assert done.returncode == 1, done.stderr
     assert orjson.loads(done.stdout)["status"] == "Failed"

@@ -1,0 +1,254 @@
+"""The shard processor: read -> decode -> forecast -> encode, in plain Python (no Ray).
+
+:class:`ShardProcessor` loads a model once and is called many times: by the Ray actor of
+:mod:`batchcast.runner.worker` for a transform, in process by ``batchcast predict`` and by
+the serving room. Importing this module does not import Ray, so ``batchcast train`` and
+``batchcast predict`` never pay for it.
+
+The steps are also available one by one (:func:`decode_shard_lines`, :func:`encode_result`)
+for the split pipeline, where decoding and encoding run in CPU tasks beside a GPU actor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from batchcast.errors import RecordError
+from batchcast.forecast.config import InferenceConfig, ModelSpec
+from batchcast.forecast.sampling import Forecast, forecast
+from batchcast.forecast.series import SeriesBatch
+from batchcast.io import DecodedShard, RecordContract, decode_records
+from batchcast.io.join import Join
+from batchcast.io.output import EncodedLines, encode_output
+from batchcast.io.shards import Shard, read_shard_lines
+from batchcast.models import load_model
+
+__all__ = [
+    "ShardProcessor",
+    "ShardResult",
+    "WorkerOptions",
+    "decode_shard_lines",
+    "encode_result",
+    "shard_seed",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerOptions:
+    """What every worker needs to know about the job (small; shipped once per worker).
+
+    Attributes:
+        inference: the job's ``DEEPAR_INFERENCE_CONFIG``.
+        join: DataProcessing and forwarded fields.
+        max_payload_mb: a longer line is a record error.
+        seed: the job's seed; each shard's generator derives from it.
+    """
+
+    inference: InferenceConfig
+    join: Join
+    max_payload_mb: float
+    seed: int
+
+
+@dataclass
+class ShardResult:
+    """One shard's output.
+
+    Attributes:
+        file_index, shard_index: where it belongs.
+        lines: one encoded output line per input line, a bad line's slot holding its error
+            line (numbered by the writer); empty for a shard that was only checked.
+        num_lines: input lines in the shard.
+        num_series: valid records (forecast, unless the shard was only checked); a record
+            rejected after forecasting (OutputFilter, a non-finite forecast) is not counted.
+        errors: record errors with shard-local line numbers (1-based), sorted.
+        seconds: time spent in decode, sample, encode.
+    """
+
+    file_index: int
+    shard_index: int
+    lines: EncodedLines
+    num_lines: int
+    num_series: int
+    errors: list[RecordError]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def shard_seed(seed: int, relpath: str, shard_index: int) -> int:
+    """A shard's generator seed from (job seed, file, shard): independent of scheduling."""
+    digest = hashlib.blake2b(f"{seed}\0{relpath}\0{shard_index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def _decode_lines(
+    lines: Sequence[bytes],
+    *,
+    uri: str,
+    spec: ModelSpec,
+    options: WorkerOptions,
+    oversize: Mapping[int, int] | None = None,
+) -> DecodedShard:
+    """Validate lines against the model's record contract, applying the job's InputFilter."""
+    join = options.join
+    return decode_records(
+        lines,
+        uri=uri,
+        contract=RecordContract.for_inference(spec, options.inference.classes),
+        oversize=oversize,
+        max_payload_mb=options.max_payload_mb,
+        input_filter=join.model_input if join.needs_records else None,
+        keep_records=join.needs_records,
+    )
+
+
+def decode_shard_lines(shard: Shard, spec: ModelSpec, options: WorkerOptions) -> DecodedShard:
+    """Read one shard and decode its lines.
+
+    Raises:
+        ShardError: when the shard cannot be read.
+    """
+    max_bytes = int(options.max_payload_mb * 1024 * 1024)
+    lines = read_shard_lines(shard, max_line_bytes=max_bytes)
+    return _decode_lines(
+        lines.lines, uri=shard.uri, spec=spec, options=options, oversize=lines.oversize
+    )
+
+
+def _encode(
+    decoded: DecodedShard, result: Forecast, options: WorkerOptions, *, uri: str
+) -> tuple[EncodedLines, list[RecordError]]:
+    return encode_output(
+        num_lines=decoded.num_lines,
+        good=decoded.good,
+        result=result,
+        errors=decoded.errors,
+        inference=options.inference,
+        join=options.join,
+        records=decoded.records,
+        uri=uri,
+    )
+
+
+def encode_result(
+    shard: Shard,
+    decoded: DecodedShard,
+    result: Forecast | None,
+    options: WorkerOptions,
+    seconds: dict[str, float],
+) -> ShardResult:
+    """The :class:`ShardResult` of a decoded shard and its forecast (None: only checked).
+
+    Args:
+        shard: where the lines came from.
+        decoded: the shard's decoded records.
+        result: the forecast of ``decoded.batch``; None for a shard only validated.
+        options: the job's options.
+        seconds: timings so far; the encoding time is added.
+    """
+    t0 = time.perf_counter()
+    if result is None:
+        lines, errors = EncodedLines.empty(), list(decoded.errors)
+        num_series = decoded.batch.num_series
+    else:
+        lines, errors = _encode(decoded, result, options, uri=shard.uri)
+        # Records rejected after forecasting (OutputFilter, non-finite) are not written.
+        num_series = decoded.batch.num_series - (len(errors) - len(decoded.errors))
+        seconds = {**seconds, "encode": time.perf_counter() - t0}
+    return ShardResult(
+        file_index=shard.file_index,
+        shard_index=shard.index,
+        lines=lines,
+        num_lines=decoded.num_lines,
+        num_series=num_series,
+        errors=errors,
+        seconds=seconds,
+    )
+
+
+class ShardProcessor:
+    """Loads a model once; forecasts shards or in-memory lines on its device.
+
+    Args:
+        model_uri: model folder or ``model.tar.gz`` (local or s3://).
+        options: the job's inference configuration, join, payload limit and seed.
+        device: ``"cpu"``, ``"cuda"``...
+
+    Raises:
+        ModelError: when the model cannot be loaded.
+    """
+
+    def __init__(self, model_uri: str, options: WorkerOptions, *, device: str = "cpu") -> None:
+        self.loaded = load_model(model_uri, device=device)
+        self.options = options
+        self.device = torch.device(device)
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.loaded.spec
+
+    def sample(
+        self, batch: SeriesBatch, seed: int, *, inference: InferenceConfig | None = None
+    ) -> Forecast:
+        """Forecast a batch with a generator seeded by ``seed``.
+
+        Args:
+            batch: the good records of a shard (or request).
+            seed: the generator's seed.
+            inference: the configuration (default: the job's).
+        """
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        config = inference or self.options.inference
+        return forecast(self.loaded.model, batch, config, generator=generator)
+
+    def process(self, shard: Shard, relpath: str, *, check_only: bool = False) -> ShardResult:
+        """Read, decode, forecast and encode one shard.
+
+        Args:
+            shard: the byte range to process.
+            relpath: the input's relative path (part of the shard's seed).
+            check_only: only read and validate (a shard of a file that already failed under
+                ``fail-file``): its record errors are still listed, nothing is forecast.
+
+        Raises:
+            ShardError: when the shard cannot be read.
+        """
+        t0 = time.perf_counter()
+        decoded = decode_shard_lines(shard, self.spec, self.options)
+        t1 = time.perf_counter()
+        if check_only:
+            return encode_result(shard, decoded, None, self.options, {"decode": t1 - t0})
+        result = self.sample(decoded.batch, shard_seed(self.options.seed, relpath, shard.index))
+        t2 = time.perf_counter()
+        seconds = {"decode": t1 - t0, "sample": t2 - t1}
+        return encode_result(shard, decoded, result, self.options, seconds)
+
+    def predict_lines(
+        self,
+        lines: Sequence[bytes],
+        *,
+        uri: str,
+        seed: int,
+        inference: InferenceConfig | None = None,
+    ) -> tuple[list[bytes], list[RecordError]]:
+        """Forecast in-memory JSON lines (the online form).
+
+        Args:
+            lines: one JSON record per entry, without newlines.
+            uri: what the errors name as the source (``"request"``).
+            seed: the generator's seed.
+            inference: the configuration (default: the job's).
+
+        Returns:
+            One output line (no newline) per input line, errors in place (numbered from 1),
+            and the record errors (sorted by line).
+        """
+        options = self.options if inference is None else replace(self.options, inference=inference)
+        decoded = _decode_lines(lines, uri=uri, spec=self.spec, options=options)
+        result = self.sample(decoded.batch, seed, inference=options.inference)
+        encoded, errors = _encode(decoded, result, options, uri=uri)
+        return encoded.render(1), errors

@@ -1,0 +1,135 @@
+"""The job summary: what a transform did, written as ``_batchcast_summary.json`` beside the
+outputs, and its short human form for the terminal.
+
+Schema (keys of ``_batchcast_summary.json``):
+
+- ``name``: the job's name (generated when none was given; the same as ``job.name``).
+- ``status``: ``Completed`` or ``Failed``; ``failure_reason``: null, or one line.
+- ``counts``: ``files``, ``files_committed``, ``files_failed``, ``files_aborted``,
+  ``files_skipped`` (left alone by ``--resume``), ``shards``, ``lines``, ``series``
+  (forecasts written), ``record_errors``, ``workers`` (started; 0 when no shard needed one),
+  ``worker_restarts`` (worker deaths), ``shards_retried`` (resubmissions after a death),
+  ``shards_checked_only`` (validated, not forecast: their file had already failed),
+  ``window_shards`` (the most shards held at once, in flight or waiting in the reorder
+  buffer: the driver's memory bound) and ``peak_shards_held`` (the most it held).
+- ``timings``: ``total_s``, ``ray_init_s``, ``workers_ready_s``, ``first_output_s`` (null
+  when no shard finished), the workers' summed ``decode_s``/``sample_s``/``encode_s``, and
+  ``series_per_s`` (``series / total_s``).
+- ``files``: per input: ``input``, ``output`` (null unless committed or skipped),
+  ``status`` (``committed``, ``failed``, ``aborted``, ``skipped``), ``lines``, ``series``,
+  ``errors``.
+- ``errors``: the record errors, ``{"uri", "line", "field", "message"}``, in file order.
+- ``job``: the job's configuration (:meth:`TransformJob.describe`); ``cluster``: the Ray
+  cluster (empty when Ray was not started).
+
+Local paths are absolute throughout (the job makes them so).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from batchcast.errors import RecordError
+from batchcast.io.sinks import write_bytes_atomic
+
+__all__ = ["SUMMARY_NAME", "JobSummary", "write_summary"]
+
+SUMMARY_NAME = "_batchcast_summary.json"
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class JobSummary:
+    """What a transform did. ``ok`` is False when any file failed or the job stopped early."""
+
+    status: str
+    files: list[dict[str, Any]]
+    errors: list[dict[str, Any]]
+    counts: dict[str, int]
+    timings: dict[str, float | None]
+    job: dict[str, Any]
+    name: str = ""
+    failure_reason: str | None = None
+    cluster: dict[str, Any] = field(default_factory=dict)
+    summary_uri: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "Completed"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary as written to ``_batchcast_summary.json``."""
+        return {
+            "name": self.name,
+            "status": self.status,
+            "failure_reason": self.failure_reason,
+            "counts": self.counts,
+            "timings": self.timings,
+            "files": self.files,
+            "errors": self.errors,
+            "job": self.job,
+            "cluster": self.cluster,
+        }
+
+    def brief(self) -> dict[str, Any]:
+        """The machine-readable result the CLI prints with ``--json``."""
+        return {
+            "name": self.name,
+            "status": self.status,
+            "failure_reason": self.failure_reason,
+            "counts": self.counts,
+            "timings": self.timings,
+            "ignored": self.job.get("ignored", []),
+            "summary": self.summary_uri,
+        }
+
+    def record_errors(self) -> list[RecordError]:
+        """The listed record errors as :class:`RecordError` (their ``str`` is the one-line
+        ``uri:line: field 'f': message``)."""
+        return [RecordError.from_dict(e) for e in self.errors]
+
+    def render(self) -> str:
+        """A short human summary (a few lines, no trailing newline)."""
+        c, t = self.counts, self.timings
+        files = f"{c['files']} file(s): {c['files_committed']} committed"
+        for key in ("failed", "aborted", "skipped"):
+            if c[f"files_{key}"]:
+                files += f", {c[f'files_{key}']} {key}"
+        total = t.get("total_s") or 0.0
+        lines = [
+            f"{self.status}: {self.name}",
+            f"  {files}",
+            f"  {c['lines']:,} lines, {c['series']:,} series forecast, "
+            f"{c['record_errors']:,} record error(s)",
+            f"  {total:.1f}s in all (Ray start-up {t.get('ray_init_s') or 0.0:.1f}s), "
+            f"{t.get('series_per_s') or 0.0:,.0f} series/s, {c['workers']} worker(s)",
+        ]
+        if self.failure_reason:
+            lines.append(f"  reason: {self.failure_reason}")
+        if self.summary_uri:
+            lines.append(f"  summary: {self.summary_uri}")
+        return "\n".join(lines)
+
+
+def write_summary(summary: JobSummary, *, quiet: bool) -> None:
+    """Write ``summary`` to its ``summary_uri``.
+
+    Args:
+        summary: the summary (``summary_uri`` set).
+        quiet: log a failure to write instead of raising it (on the way out of a failed
+            job, the job's own error matters more than this one).
+    """
+    assert summary.summary_uri is not None  # the driver sets it
+    data = orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2)
+    if not quiet:
+        write_bytes_atomic(summary.summary_uri, data)
+        return
+    try:
+        write_bytes_atomic(summary.summary_uri, data)
+    except Exception as err:
+        _log.warning("cannot write %s: %s", summary.summary_uri, err)
