@@ -1,0 +1,316 @@
+"""The SageMaker inference-container contract as one ASGI application (SPEC.md §9).
+
+Routes:
+
+- ``GET /ping``: 200, empty body, once the model is loaded (the app only starts serving
+  after its lifespan has loaded it).
+- ``GET /execution-parameters``: ``{"MaxConcurrentTransforms": N, "BatchStrategy":
+  "MultiRecord", "MaxPayloadInMB": M}``.
+- ``POST /invocations``: ``application/json`` (the endpoint form, ``{"instances",
+  "configuration"}`` -> ``{"predictions"}``) or ``application/jsonlines`` (one record per
+  line, configured by ``DEEPAR_INFERENCE_CONFIG``; one output line per input line, in
+  order). ``Accept`` picks the encoding (:data:`~batchcast.runner.online.RESPONSE_TYPES`).
+
+Errors are ``{"error": {"line"|"instance": N, "field": ..., "message": ...}}`` (the number
+only for a bad record): 400 bad body or record, 413 body over ``MaxPayloadInMB``, 415
+content type, 406 accept, 500 an internal error (logged with its traceback). None of them
+stops the server.
+
+Decisions where SageMaker leaves room: a missing ``Content-Type`` is JSON Lines (SPEC.md §8's
+default input); a missing ``Accept``, ``*/*`` or ``application/*`` answers in the request's
+own type, so ``curl`` (which sends ``Accept: */*``) gets ``{"predictions"}`` back for a JSON
+request; ``text/*`` is CSV. Header parameters (``; charset=utf-8``) are ignored: bodies are
+UTF-8 JSON.
+
+The same application runs under uvicorn (:mod:`batchcast.serve.local`) and on Ray Serve
+(:mod:`batchcast.serve.ray_host`); each worker process (replica) holds one model and one
+:class:`~batchcast.serve.batcher.MicroBatcher`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from batchcast.errors import BatchcastError, ConfigError, RecordError
+from batchcast.io.content import parse_content_type
+from batchcast.runner.online import (
+    ENDPOINT,
+    JSON,
+    LINES,
+    RESPONSE_TYPES,
+    OnlineRequest,
+    encode_response,
+    parse_endpoint_body,
+    parse_lines,
+)
+from batchcast.serve.access_log import AccessLog
+from batchcast.serve.batcher import MicroBatcher
+from batchcast.serve.settings import ServeSettings
+
+if TYPE_CHECKING:  # loading a model imports torch; the echo host never does
+    from batchcast.forecast.config import InferenceConfig
+    from batchcast.forecast.sampling import Forecast
+    from batchcast.forecast.series import SeriesBatch
+    from batchcast.runner.processor import ShardProcessor
+
+__all__ = ["ServeState", "create_app", "negotiate"]
+
+logger = logging.getLogger("batchcast.serve")
+
+MIB = 1 << 20
+
+
+class _RefusedError(Exception):
+    """A request the server will not answer: becomes an error response (never raised out)."""
+
+    def __init__(self, status: int, message: str, *, field: str = "$") -> None:
+        super().__init__(message)
+        self.status = status
+        self.field = field
+        self.message = message
+
+
+@dataclass
+class ServeState:
+    """What one worker holds while it serves: the settings, the model and the batcher.
+
+    Attributes:
+        settings: the deployment.
+        processor: the loaded model (None in echo mode).
+        batcher: the micro-batcher in front of it (None in echo mode).
+    """
+
+    settings: ServeSettings
+    processor: ShardProcessor | None = None
+    batcher: MicroBatcher | None = None
+
+    @classmethod
+    def load(cls, settings: ServeSettings) -> ServeState:
+        """Load the model (one torch thread: one worker process per core serves best).
+
+        Raises:
+            ModelError: when the model cannot be loaded.
+        """
+        if settings.echo:
+            return cls(settings)
+        import torch
+
+        from batchcast.io.join import Join
+        from batchcast.runner.processor import ShardProcessor, WorkerOptions
+
+        torch.set_num_threads(1)
+        options = WorkerOptions(
+            inference=settings.inference,
+            join=Join(),
+            max_payload_mb=settings.max_payload_mb,
+            seed=settings.seed,
+        )
+        processor = ShardProcessor(settings.model, options, device=settings.device)
+
+        def run(batch: SeriesBatch, inference: InferenceConfig, seed: int) -> Forecast:
+            return processor.sample(batch, seed, inference=inference)
+
+        batcher = MicroBatcher(run, policy=settings.batch, seed=settings.seed)
+        return cls(settings, processor, batcher)
+
+
+def negotiate(accept: str | None, *, default: str, supported: tuple[str, ...]) -> str | None:
+    """The response type for an ``Accept`` header.
+
+    The highest ``q`` that can be served wins, the earlier range on equal weights; ``*/*``
+    means ``default``, ``type/*`` ``default`` if it is of that type, else the first supported
+    type that is (``text/*``: CSV); ``q=0`` excludes a range.
+
+    Args:
+        accept: the header (None or blank: ``default``).
+        default: the request's own type.
+        supported: what can be written.
+
+    Returns:
+        The chosen type, or None when nothing listed can be served (406).
+    """
+    if accept is None or not accept.strip():
+        return default
+    ranges: list[tuple[float, int, str]] = []
+    for position, part in enumerate(accept.split(",")):
+        kind, *params = part.split(";")
+        weight = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    weight = float(value.strip())
+                except ValueError:
+                    weight = 0.0  # an unreadable weight: ignore the range
+        kind = kind.strip().lower()
+        if kind and weight > 0:
+            ranges.append((-weight, position, kind))
+    for _, _, kind in sorted(ranges):
+        if kind in supported:
+            return kind
+        if kind == "*/*":
+            return default
+        if kind.endswith("/*"):  # the request's own type if it matches, else the first that does
+            main = kind[: -len("*")]
+            if default.startswith(main):
+                return default
+            match = next((t for t in supported if t.startswith(main)), None)
+            if match is not None:
+                return match
+    return None
+
+
+def _error_body(error: RecordError | _RefusedError | BatchcastError, form: str | None) -> bytes:
+    if isinstance(error, RecordError):
+        number = "instance" if form == ENDPOINT else "line"
+        payload = {number: error.line, "field": error.field, "message": error.message}
+    elif isinstance(error, _RefusedError):
+        payload = {"field": error.field, "message": error.message}
+    else:
+        payload = {"field": "$", "message": str(error)}
+    return orjson.dumps({"error": payload})
+
+
+def _error(status: int, body: bytes) -> Response:
+    return Response(body, status_code=status, media_type=JSON)
+
+
+async def _read_body(request: Request, limit_mb: float) -> bytes:
+    """The body, refused with 413 past ``limit_mb`` MiB (the rest is read and dropped, so
+    the client, still sending, sees the answer instead of a reset connection)."""
+    limit = int(limit_mb * MIB)
+    declared = request.headers.get("content-length", "")
+    too_big = declared.isdigit() and int(declared) > limit
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            too_big = True
+        if not too_big:
+            chunks.append(chunk)
+    if too_big:
+        raise _RefusedError(
+            413,
+            f"the request body is {max(size, int(declared or 0))} bytes; "
+            f"MaxPayloadInMB is {limit_mb:g} ({limit} bytes)",
+            field="Content-Length",
+        )
+    return b"".join(chunks)
+
+
+def create_app(settings: ServeSettings, *, state: ServeState | None = None) -> FastAPI:
+    """The application of one worker: loads the model on startup, drains on shutdown.
+
+    Args:
+        settings: the deployment.
+        state: a model already loaded (:meth:`ServeState.load`); None loads it on startup.
+
+    Returns:
+        The ASGI application, access log included.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        serving = state or ServeState.load(settings)
+        if serving.batcher is not None:
+            await serving.batcher.start()
+        app.state.serve = serving
+        try:
+            yield
+        finally:
+            if serving.batcher is not None:
+                await serving.batcher.close()  # answers what is queued: the drain
+
+    app = FastAPI(
+        title="batchcast",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    execution_parameters = orjson.dumps(
+        {
+            "MaxConcurrentTransforms": settings.concurrent_transforms,
+            "BatchStrategy": "MultiRecord",
+            "MaxPayloadInMB": int(settings.max_payload_mb)
+            if float(settings.max_payload_mb).is_integer()
+            else settings.max_payload_mb,
+        }
+    )
+
+    @app.get("/ping")
+    async def ping() -> Response:
+        return Response(status_code=200)
+
+    @app.get("/execution-parameters")
+    async def parameters() -> Response:
+        return Response(execution_parameters, media_type=JSON)
+
+    @app.post("/invocations")
+    async def invocations(request: Request) -> Response:
+        state: ServeState = request.app.state.serve
+        form: str | None = None
+        try:
+            try:
+                content_type = parse_content_type(
+                    request.headers.get("content-type"), name="Content-Type"
+                )
+            except ConfigError as err:
+                raise _RefusedError(415, str(err), field="Content-Type") from None
+            form = ENDPOINT if content_type == JSON else LINES
+            accept = negotiate(
+                request.headers.get("accept"), default=content_type, supported=RESPONSE_TYPES
+            )
+            if accept is None:
+                raise _RefusedError(
+                    406,
+                    f"Accept {request.headers.get('accept')!r} cannot be served; "
+                    f"accepted: {list(RESPONSE_TYPES)}",
+                    field="Accept",
+                )
+            body = await _read_body(request, settings.max_payload_mb)
+            if state.batcher is None:  # echo: the HTTP ceiling, no model
+                return Response(body, media_type=content_type)
+            parsed = _parse(state, body, form)
+            request.state.series = parsed.num_series
+            answer = None
+            if parsed.num_series:
+                answer = await state.batcher.forecast(parsed)
+                request.state.batch = answer.batch_requests
+            payload = encode_response(
+                parsed, None if answer is None else answer.forecast, media_type=accept
+            )
+            return Response(payload, media_type=accept)
+        except _RefusedError as refused:
+            return _error(refused.status, _error_body(refused, form))
+        except BatchcastError as err:  # a bad body, configuration or record: the client's
+            return _error(400, _error_body(err, form))
+        except Exception as err:
+            logger.exception("internal error answering /invocations")
+            message = f"internal error ({type(err).__name__}); see the server log"
+            return _error(500, _error_body(_RefusedError(500, message), form))
+
+    app.add_middleware(AccessLog)
+    return app
+
+
+def _parse(state: ServeState, body: bytes, form: str) -> OnlineRequest:
+    settings = state.settings
+    assert state.processor is not None  # only the echo host has no model, and it never parses
+    spec = state.processor.spec
+    if form == ENDPOINT:
+        return parse_endpoint_body(
+            body, spec=spec, base=settings.inference, max_payload_mb=settings.max_payload_mb
+        )
+    return parse_lines(
+        body, spec=spec, inference=settings.inference, max_payload_mb=settings.max_payload_mb
+    )
