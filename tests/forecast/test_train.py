@@ -29,7 +29,6 @@ from batchcast.forecast import (
     SeriesBatch,
     build_windows,
     forecast,
-    load_model,
 )
 from batchcast.forecast.train import (
     MIN_BATCHES_PER_EPOCH,
@@ -39,6 +38,7 @@ from batchcast.forecast.train import (
     quantile_metrics,
     train_model,
 )
+from batchcast.models import load_model
 from batchcast.synthetic import synthetic_records, write_jsonl
 
 C, P = 12, 6
@@ -158,11 +158,16 @@ def test_epoch_is_fixed_optimizer_steps_and_validation_holds_out_tails(data: Ser
 def test_best_validation_epoch_is_restored(data: SeriesBatch) -> None:
     # lr 1.0: the validation loss gets worse after an early epoch. Without early stopping
     # the whole run happens, and the best epoch's weights still come back.
-    result = train_model(_config(epochs=4, learning_rate=1.0), data, seed=0)
+    # Which epoch is best depends on the CPU's float rounding at this learning rate, so take
+    # the first seed whose best epoch is not the last (otherwise this test shows nothing).
+    for seed in range(8):
+        result = train_model(_config(epochs=4, learning_rate=1.0), data, seed=seed)
+        if result.best_epoch < 4:
+            break
+    assert result.best_epoch < 4, "no seed of 8 had its best validation loss before the end"
     assert len(result.losses) == 4
     assert result.best_epoch == int(np.argmin(result.validation_losses)) + 1
-    assert result.best_epoch < 4  # otherwise this test shows nothing
-    replay = train_model(_config(epochs=result.best_epoch, learning_rate=1.0), data, seed=0)
+    replay = train_model(_config(epochs=result.best_epoch, learning_rate=1.0), data, seed=seed)
     assert replay.losses == result.losses[: result.best_epoch]
     assert _same_weights(result.model, replay.model)
 

@@ -18,6 +18,7 @@ process on the machine, other people's included. Its ``--temp-dir`` is private, 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -74,6 +75,12 @@ def cluster() -> Iterator[dict[str, Any]]:
     """A head node on free ports (2 CPUs, dashboard on 127.0.0.1); its addresses."""
     temp_dir = tempfile.mkdtemp(prefix="bc-ray-", dir="/tmp")  # short: socket paths are limited
     gcs_port, dashboard_port = _free_port(), _free_port()
+    # Token auth made explicit, with a token of the test's own: a fresh home has no
+    # ~/.ray/auth_token, and ``ray start`` then runs without auth (measured), which would
+    # make the refusal test depend on what ran on this machine before.
+    token_path = os.path.join(temp_dir, "auth_token")
+    Path(token_path).write_text(secrets.token_hex(32))
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": token_path}
     log = open(os.path.join(temp_dir, "ray-start.log"), "wb")  # noqa: SIM115  # closed below
     command = [
         RAY, "start", "--head", "--block",
@@ -88,12 +95,12 @@ def cluster() -> Iterator[dict[str, Any]]:
         "--disable-usage-stats",
     ]  # fmt: skip
     process = subprocess.Popen(
-        command, stdout=log, stderr=subprocess.STDOUT, env=_env(), start_new_session=True
+        command, stdout=log, stderr=subprocess.STDOUT, env=_env(**auth), start_new_session=True
     )
     url = f"http://127.0.0.1:{dashboard_port}"
     try:
         _wait_for_dashboard(url, process, timeout=90)
-        yield {"url": url, "gcs_port": gcs_port}
+        yield {"url": url, "gcs_port": gcs_port, "auth": auth}
     finally:
         process.send_signal(signal.SIGTERM)  # drains, then stops the processes it started
         try:
@@ -129,7 +136,8 @@ def test_submitted_transform_runs_on_the_cluster(
         "--input", str(source.parent),
         "--output", str(output),
         "--forward-fields", "item_id",
-        env=_env(RAY_AUTH_MODE="token"),
+        "--shard-mb", "0.01",  # several shards: one shard would get one worker
+        env=_env(**cluster["auth"]),
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "succeeded" in done.stdout + done.stderr
@@ -153,7 +161,7 @@ def test_a_failed_transform_fails_the_submitted_job(
         cluster["url"],
         sys.executable, "-m", "batchcast", "transform",
         "--model", tiny_model, "--input", str(source), "--output", str(tmp_path / "out"),
-        env=_env(RAY_AUTH_MODE="token"),
+        env=_env(**cluster["auth"]),
     )  # fmt: skip
     assert done.returncode == 1  # the CLI's exit status becomes the job's, then the client's
     assert f"RecordError: {source}:5: field 'start'" in done.stdout + done.stderr
