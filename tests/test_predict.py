@@ -401,3 +401,83 @@ def test_the_seed_rule_follows_the_content(model_dir: str) -> None:
     # the same series under another item_id is another record: its paths are drawn afresh
     other = predict(model_dir, {"instances": [_with(0, item_id="other")], "configuration": samples})
     assert other["predictions"][0]["samples"] != first["predictions"][0]["samples"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Response keys (SPEC.md §8) from the deployment's environment
+
+
+CLASSES = {"aggregate": "sum", "steps": [2, 4], "thresholds": [60.0, 80.0]}
+
+
+def _class_of(paths: np.ndarray, thresholds: list[float]) -> np.ndarray:
+    """Per path, the class of its aggregate over steps 2..4, recomputed from the samples."""
+    aggregate = paths[:, 1:4].astype(np.float64).sum(axis=1)
+    return (aggregate[:, None] >= np.array(thresholds)[None, :]).sum(axis=1)
+
+
+def test_probabilities_are_the_class_frequencies_of_the_same_runs_samples(
+    model_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "DEEPAR_INFERENCE_CONFIG", orjson.dumps({"num_samples": 50, "classes": CLASSES}).decode()
+    )
+    monkeypatch.setenv("SAGEMAKER_INFERENCE_OUTPUT", " Samples, predicted_label ,PROBABILITIES")
+    predictions = predict(model_dir, {"instances": INSTANCES[:3]})["predictions"]
+    for prediction in predictions:
+        assert list(prediction) == ["samples", "predicted_label", "probabilities"]
+        classes = _class_of(np.array(prediction["samples"]), CLASSES["thresholds"])
+        expected = np.bincount(classes, minlength=3) / 50
+        assert prediction["probabilities"] == pytest.approx(expected.tolist(), abs=1e-6)
+        # ties go to the lower class; the default labels are "0", "1", "2"
+        assert prediction["predicted_label"] == str(int(np.argmax(expected)))
+
+
+def test_unset_response_keys_leave_the_output_byte_identical(
+    model_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request = {"instances": INSTANCES[:2]}
+    before = predict(model_dir, request)
+    monkeypatch.setenv("SAGEMAKER_INFERENCE_SUPPORTED", "mean,quantiles,samples")
+    monkeypatch.setenv("SAGEMAKER_INFERENCE_INPUT", "mean")
+    assert orjson.dumps(predict(model_dir, request)) == orjson.dumps(before)
+
+
+def test_an_unsupported_key_gets_the_sdks_error(
+    model_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SAGEMAKER_INFERENCE_OUTPUT", "mean,probability")
+    monkeypatch.setenv("SAGEMAKER_INFERENCE_SUPPORTED", "mean,quantiles")
+    with pytest.raises(
+        ConfigError,
+        match=r"Requested inference output keys \[probability\] are unsupported\. "
+        r"The supported inference keys are \[mean, quantiles\]",
+    ):
+        predict(model_dir, {"instances": INSTANCES[:1]})
+
+
+def test_a_classification_key_without_classes_names_both(
+    model_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SAGEMAKER_INFERENCE_OUTPUT", "probability")
+    with pytest.raises(ConfigError, match=r"\['probability'\].*'classes'"):
+        predict(model_dir, {"instances": INSTANCES[:1]})
+
+
+def test_per_record_thresholds_through_predict(
+    model_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    classes = {"aggregate": "max", "thresholds_field": "stock", "labels": ["no", "yes"]}
+    monkeypatch.setenv(
+        "DEEPAR_INFERENCE_CONFIG", orjson.dumps({"num_samples": 40, "classes": classes}).decode()
+    )
+    monkeypatch.setenv("SAGEMAKER_INFERENCE_OUTPUT", "samples,probability,predicted_label")
+    instances = [{**INSTANCES[i], "stock": [10.0 * (i + 2)]} for i in range(2)]
+    for i, prediction in enumerate(predict(model_dir, {"instances": instances})["predictions"]):
+        paths = np.array(prediction["samples"])
+        reached = float((paths.max(axis=1) >= 10.0 * (i + 2)).mean())
+        assert prediction["probability"] == pytest.approx(reached, abs=1e-6)
+        assert prediction["predicted_label"] == ("yes" if reached > 0.5 else "no")
+    missing = [dict(INSTANCES[0])]
+    with pytest.raises(RecordError, match="stock"):
+        predict(model_dir, {"instances": missing})

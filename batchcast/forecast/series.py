@@ -153,7 +153,13 @@ class SeriesBatch:
             cat=cat_arr,
             dynamic_feat=dyn,
             dynamic_offsets=dyn_offsets,
-            thresholds=None
-            if thresholds is None
-            else np.asarray(thresholds, dtype=np.float64).reshape(b, -1),
+            thresholds=None if thresholds is None else _thresholds(thresholds, b),
         )
+
+
+def _thresholds(thresholds: Sequence[Sequence[float]] | np.ndarray, b: int) -> np.ndarray:
+    array = np.asarray(thresholds, dtype=np.float64)
+    # (0, k) stays as it is; an empty list for no series has no k to infer: (0, 0).
+    return (
+        array.reshape(b, -1) if b else array.reshape(0, array.shape[-1] if array.ndim == 2 else 0)
+    )

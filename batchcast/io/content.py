@@ -49,7 +49,7 @@ import orjson
 
 from batchcast.errors import ConfigError, RecordError
 from batchcast.forecast.classes import CLASS_KEYS
-from batchcast.forecast.config import OUTPUT_TYPES
+from batchcast.forecast.config import OUTPUT_TYPES, InferenceConfig
 
 __all__ = [
     "ACCEPT_TYPES",
@@ -65,6 +65,7 @@ __all__ = [
     "parse_accept",
     "parse_content_type",
     "parse_keys",
+    "with_response_keys",
 ]
 
 JSON_LINES = "application/jsonlines"
@@ -230,6 +231,23 @@ class ResponseKeys:
             for f in fields(self)
             if (value := getattr(self, f.name)) is not None
         }
+
+
+def with_response_keys(config: InferenceConfig, keys: ResponseKeys) -> InferenceConfig:
+    """``config`` with the deployment's response keys applied and checked (SPEC.md §8).
+
+    With ``SAGEMAKER_INFERENCE_OUTPUT`` set, its keys replace ``output_types``; unset, the
+    configuration is returned as it is (its output stays today's, byte for byte) once its
+    ``output_types`` are checked against ``SAGEMAKER_INFERENCE_SUPPORTED``.
+
+    Raises:
+        ConfigError: the SDK's text for an unsupported key; a classification key without
+            ``classes``.
+    """
+    resolved = keys.resolve(config.output_types, has_classes=config.classes is not None)
+    if keys.output is None:
+        return config
+    return replace(config, keys=resolved)
 
 
 _ENV = {

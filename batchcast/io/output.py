@@ -30,12 +30,14 @@ import orjson
 
 from batchcast.errors import ConfigError, RecordError
 from batchcast.forecast.config import InferenceConfig
+from batchcast.io.content import CSV, JSON_LINES, CsvEncoder, parse_accept
 from batchcast.io.join import Join
 from batchcast.io.jsonl import ASSEMBLE_WITH, encode_forecasts, forecast_dicts
 
 __all__ = [
     "EncodedLines",
     "LineBuilder",
+    "csv_error_parts",
     "encode_output",
     "error_line_parts",
     "error_record_parts",
@@ -217,6 +219,26 @@ def error_line_parts(
     return head, tail
 
 
+# A line number no input reaches, spliced out of an encoded error row: CSV quotes the cell
+# the number sits in, so the row is split where the encoder put this sentinel.
+_SENTINEL_LINE = 987_654_321_987_654_321
+
+
+def csv_error_parts(
+    error: RecordError, *, record: Any = None, forward_fields: Sequence[str] = ()
+) -> tuple[bytes, bytes]:
+    """A ``text/csv`` error row, split where its line number goes (as :func:`error_line_parts`):
+    the forwarded fields' cells, then ``{"error": {"line": N, "field", "message"}}`` as one
+    quoted cell."""
+    source = record if isinstance(record, dict) else {}
+    forwarded = {name: source.get(name) for name in forward_fields}
+    marked = RecordError(error.uri, _SENTINEL_LINE, error.field, error.message)
+    row = _CSV.encode_error(marked, forwarded=forwarded)
+    head, sentinel, tail = row.partition(b"%d" % _SENTINEL_LINE)
+    assert sentinel, "the sentinel line number must appear in the encoded row"
+    return head, tail
+
+
 def error_record_parts(error: RecordError) -> tuple[bytes, bytes]:
     """A line of the errors file, ``{"uri", "line", "field", "message"}``, split at the number."""
     head = b'{"uri":' + orjson.dumps(error.uri) + b',"line":'
@@ -292,6 +314,7 @@ def encode_output(
     join: Join,
     records: Sequence[Any] | None,
     uri: str,
+    accept: str = JSON_LINES,
 ) -> tuple[EncodedLines, list[RecordError]]:
     """Encode a shard's output: one line per input line, error lines in place.
 
@@ -306,40 +329,76 @@ def encode_output(
             line (None where it did not decode).
         records: the parsed lines, for joins and forwarded fields.
         uri: the input object, for the errors found here.
+        accept: the output's content type (``TransformOutput.Accept``): JSON Lines and JSON
+            write the same lines; ``text/csv`` one CSV row per record (SPEC.md §8), error rows
+            being the forwarded fields then the error object as one cell.
 
     Returns:
         The lines, and every record error of the shard sorted by line (local numbers): the
         decoder's, one per forecast that is not finite, one per record whose OutputFilter
         selects nothing.
     """
+    csv = parse_accept(accept) == CSV
     finite, all_errors = non_finite_errors(result, good, uri=uri)
     all_errors.extend(errors)
     slots: list[bytes | None] = [None] * num_lines
-    if join.needs_records:
-        assert records is not None  # the caller decoded with keep_records for this join
-        dicts = forecast_dicts(inference, **_arrays(result))
-        for row, (i, out) in enumerate(zip(good.tolist(), dicts, strict=True)):
-            if not finite[row]:
-                continue
-            try:
-                value = join.output(records[i], out)
-            except LookupError as err:  # the OutputFilter: a record error, not a crash
-                all_errors.append(RecordError(uri, i + 1, "$", f"OutputFilter: {err}"))
-                continue
-            slots[i] = orjson.dumps(value, option=_NUMPY)
-    else:
-        encoded = encode_forecasts(inference, **_arrays(result))
-        for row, (i, line) in enumerate(zip(good.tolist(), encoded, strict=True)):
-            if finite[row]:
-                slots[i] = line
+    if join.needs_records or csv:
+        rows, values = _joined(good, finite, result, inference, join, records, uri, all_errors)
+        encoded = (
+            _CSV.encode_all(values) if csv else [orjson.dumps(v, option=_NUMPY) for v in values]
+        )
+    else:  # the bare forecast lines: the fast path, and today's bytes
+        rows = [i for row, i in enumerate(good.tolist()) if finite[row]]
+        encoded = [
+            x for row, x in enumerate(encode_forecasts(inference, **_arrays(result))) if finite[row]
+        ]
+    for i, line in zip(rows, encoded, strict=True):
+        slots[i] = line
     all_errors.sort(key=lambda e: e.line)
     errors_at = {e.line - 1: e for e in all_errors}
     builder = LineBuilder()
     names = join.forward_fields
+    parts = csv_error_parts if csv else error_line_parts
     for i, slot in enumerate(slots):
         if slot is not None:
             builder.add(slot)
             continue
         record = records[i] if records is not None and names else None
-        builder.add_numbered(*error_line_parts(errors_at[i], record=record, forward_fields=names))
+        builder.add_numbered(*parts(errors_at[i], record=record, forward_fields=names))
     return builder.build(), all_errors
+
+
+_CSV = CsvEncoder()
+
+
+def _joined(
+    good: np.ndarray,
+    finite: np.ndarray,
+    result: Any,
+    inference: InferenceConfig,
+    join: Join,
+    records: Sequence[Any] | None,
+    uri: str,
+    errors: list[RecordError],
+) -> tuple[list[int], list[Any]]:
+    """The output value of each finite forecast through the job's join (forwarded fields,
+    JoinSource, OutputFilter): the local line index and value of each, in order. A record
+    whose OutputFilter selects nothing is appended to ``errors`` instead."""
+    dicts = forecast_dicts(inference, **_arrays(result))
+    rows: list[int] = []
+    values: list[Any] = []
+    for row, (i, out) in enumerate(zip(good.tolist(), dicts, strict=True)):
+        if not finite[row]:
+            continue
+        if not join.needs_records:
+            rows.append(i)
+            values.append(out)
+            continue
+        assert records is not None  # the caller decoded with keep_records for this join
+        try:
+            values.append(join.output(records[i], out))
+        except LookupError as err:  # the OutputFilter: a record error, not a crash
+            errors.append(RecordError(uri, i + 1, "$", f"OutputFilter: {err}"))
+            continue
+        rows.append(i)
+    return rows, values

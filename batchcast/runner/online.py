@@ -47,7 +47,15 @@ from batchcast.errors import ConfigError, RecordError
 from batchcast.forecast.config import InferenceConfig, ModelSpec
 from batchcast.forecast.series import SeriesBatch
 from batchcast.io import RecordContract, decode_records
-from batchcast.io.content import CSV, JSON, JSON_LINES, encoder_for
+from batchcast.io.content import (
+    CSV,
+    JSON,
+    JSON_LINES,
+    ResponseKeys,
+    encoder_for,
+    parse_accept,
+    with_response_keys,
+)
 from batchcast.io.join import Join
 from batchcast.io.jsonl import forecast_dicts
 from batchcast.io.output import encode_output, non_finite_errors
@@ -244,17 +252,23 @@ def parse_lines(
 
 
 def environment_inference(environ: Mapping[str, str] | None = None) -> InferenceConfig | None:
-    """``DEEPAR_INFERENCE_CONFIG`` from the environment; None when unset or blank.
+    """The deployment's inference configuration from the environment: ``DEEPAR_INFERENCE_CONFIG``
+    with the response keys of ``SAGEMAKER_INFERENCE_OUTPUT`` / ``SUPPORTED`` / ``INPUT``
+    applied (SPEC.md §8); None when none of them is set.
 
     Raises:
-        ConfigError: naming ``DEEPAR_INFERENCE_CONFIG`` and the bad key.
+        ConfigError: naming ``DEEPAR_INFERENCE_CONFIG`` and the bad key, or the response
+            keys' error (the SDK's text for an unsupported key).
     """
     from batchcast.runner.job import inference_from_env_value
 
-    text = (os.environ if environ is None else environ).get("DEEPAR_INFERENCE_CONFIG", "")
-    if not text.strip():
+    env = os.environ if environ is None else environ
+    text = env.get("DEEPAR_INFERENCE_CONFIG", "")
+    keys = ResponseKeys.from_environment(env)
+    if not text.strip() and keys == ResponseKeys():
         return None
-    return inference_from_env_value(text, where="environment variable")
+    base = inference_from_env_value(text, where="environment variable") if text.strip() else None
+    return with_response_keys(base or InferenceConfig(), keys)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,6 +357,7 @@ def predict_request(
     *,
     seed: int = 0,
     inference: InferenceConfig | None = None,
+    accept: str | None = None,
 ) -> bytes:
     """Answer one endpoint-form request in process.
 
@@ -354,9 +369,12 @@ def predict_request(
         inference: the base configuration; default ``DEEPAR_INFERENCE_CONFIG`` from the
             environment, else the processor's. The request's ``configuration`` overrides it
             key by key.
+        accept: the response's type, as an ``Accept`` header (default ``application/json``):
+            JSON gives ``{"predictions": [...]}``, JSON Lines one object per instance, CSV one
+            row per instance (SPEC.md §8).
 
     Returns:
-        The response body, ``{"predictions": [...]}`` as JSON bytes.
+        The response body.
 
     Raises:
         ConfigError: for a malformed request or configuration.
@@ -370,4 +388,5 @@ def predict_request(
     if parsed.num_series:
         call_seed = request_seed(seed, [parsed.digest])
         result = processor.sample(parsed.batch, call_seed, inference=parsed.inference)
-    return encode_response(parsed, result, media_type=JSON)
+    media_type = JSON if accept is None else parse_accept(accept)
+    return encode_response(parsed, result, media_type=media_type)

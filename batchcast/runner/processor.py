@@ -23,6 +23,7 @@ from batchcast.forecast.config import InferenceConfig, ModelSpec
 from batchcast.forecast.sampling import Forecast, forecast
 from batchcast.forecast.series import SeriesBatch
 from batchcast.io import DecodedShard, RecordContract, decode_records
+from batchcast.io.content import JSON_LINES
 from batchcast.io.join import Join
 from batchcast.io.output import EncodedLines, encode_output
 from batchcast.io.shards import Shard, read_shard_lines
@@ -47,12 +48,14 @@ class WorkerOptions:
         join: DataProcessing and forwarded fields.
         max_payload_mb: a longer line is a record error.
         seed: the job's seed; each shard's generator derives from it.
+        accept: the output's content type (``TransformOutput.Accept``, SPEC.md §8).
     """
 
     inference: InferenceConfig
     join: Join
     max_payload_mb: float
     seed: int
+    accept: str = JSON_LINES
 
 
 @dataclass
@@ -131,6 +134,7 @@ def _encode(
         join=options.join,
         records=decoded.records,
         uri=uri,
+        accept=options.accept,
     )
 
 
