@@ -27,6 +27,7 @@ RAY_MODULES = {
     "batchcast/runner/pool.py",
     "batchcast/runner/worker.py",
     "batchcast/runner/driver.py",
+    "batchcast/runner/tasks.py",
     "batchcast/serve/ray_host.py",
 }
 # io may use these torch-free forecast modules, and no other

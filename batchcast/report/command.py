@@ -120,6 +120,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             freq=args.freq,
             model=args.model,
             on_series=on_series,
+            workers=args.workers,
         )
     _print_result(evaluation, as_json=args.json)
     if args.report:
@@ -239,6 +240,12 @@ def _add_evaluate(sub: Any) -> None:
     e.add_argument("--report", metavar="PATH", help="also write a self-contained HTML report")
     e.add_argument(
         "--items", type=_items, help="series charted in the report (needs --input), as plot's"
+    )
+    e.add_argument(
+        "--workers",
+        type=_positive,
+        help="score files in this many Ray tasks at once (default: in this process); the "
+        "result is the same",
     )
     e.set_defaults(func=_cmd_evaluate)
 

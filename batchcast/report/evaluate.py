@@ -33,7 +33,7 @@ from __future__ import annotations
 import itertools
 import tarfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -479,6 +479,91 @@ def _score_file(
     return "item_id" if by_id else "order"
 
 
+@dataclass(frozen=True)
+class _PairJob:
+    """One pair of files to score: what a task (or this process) needs, picklable."""
+
+    forecasts: str
+    actuals: str
+    input: str | None
+    seasonality: int
+    per_series: bool
+
+
+@dataclass
+class _PairScore:
+    """One pair's result: small (totals, counts, the first problems, per-series rows only
+    when asked for)."""
+
+    alignment: str
+    series: int
+    not_forecast: int
+    problems: _Problems
+    totals: MetricTotals | None
+    order: list[str]
+    levels: tuple[float, ...]
+    with_mean: bool
+    rows: list[dict[str, Any]]
+
+
+def _score_pair(job: _PairJob, on_series: RowCallback | None = None) -> _PairScore:
+    """Score one pair of files with a scorer of its own (module level: Ray pickles it).
+
+    Per-series rows stream to ``on_series`` when given (in this process); otherwise, with
+    ``job.per_series`` (in a task), they come back with the score.
+    """
+    rows: list[dict[str, Any]] = []
+    scorer = _Scorer(job.seasonality, on_series or (rows.append if job.per_series else None))
+    problems = _Problems()
+    alignment = _score_file(job.forecasts, job.actuals, job.input, scorer, problems)
+    return _PairScore(
+        alignment, scorer.series, scorer.not_forecast, problems, scorer.totals,
+        scorer.order, scorer.levels, scorer.with_mean, rows,
+    )  # fmt: skip
+
+
+def _fold(scorer: _Scorer, problems: _Problems, score: _PairScore, uri: str) -> int:
+    """Fold one pair's score into the totals; the series it adds (0 when its quantile
+    layout differs from the first scored file's: its series are then skipped)."""
+    for kept in score.problems.kept:
+        problems.add(kept["uri"], kept["line"], kept["reason"])
+    problems.count += score.problems.count - len(score.problems.kept)
+    scorer.not_forecast += score.not_forecast
+    if score.totals is None:
+        return 0
+    layout = (score.order, score.with_mean)
+    if scorer.totals is None:
+        scorer.totals, scorer.order, scorer.levels = score.totals, score.order, score.levels
+        scorer.keys, scorer.with_mean = tuple(score.order), score.with_mean
+    elif layout != (scorer.order, scorer.with_mean):
+        reason = (
+            f"quantile keys {score.order} (mean: {score.with_mean}) differ from the first "
+            f"file's {scorer.order} (mean: {scorer.with_mean})"
+        )
+        problems.add(uri, 0, reason)
+        problems.count += score.series - 1
+        return 0
+    else:
+        scorer.totals.merge(score.totals)
+    scorer.series += score.series
+    if scorer.on_series is not None:  # rows that came back from a task
+        for row in score.rows:
+            scorer.on_series(row)
+    return score.series
+
+
+def _scores(
+    jobs: list[_PairJob], workers: int | None, on_series: RowCallback | None
+) -> Iterator[_PairScore]:
+    """Each job's score, in order: in this process, or in Ray tasks with ``workers``."""
+    if workers is None or workers <= 1 or len(jobs) <= 1:
+        return (_score_pair(job, on_series) for job in jobs)
+    from batchcast.runner.tasks import map_ordered  # Ray only when asked for
+
+    return map_ordered(_score_pair, [replace(j, per_series=on_series is not None) for j in jobs],
+                       workers=workers)  # fmt: skip
+
+
 def evaluate(
     actuals: str,
     forecasts: str,
@@ -488,6 +573,7 @@ def evaluate(
     freq: str | None = None,
     model: str | None = None,
     on_series: RowCallback | None = None,
+    workers: int | None = None,
 ) -> Evaluation:
     """Score a transform's forecasts against the actual series (the module docstring has the
     alignment rules; ``batchcast.forecast.metrics`` the definitions).
@@ -500,7 +586,11 @@ def evaluate(
         freq: the data's ``time_freq``, for the default seasonality.
         model: a model whose frequency gives the default seasonality.
         on_series: called with each scored series' row (``file``, ``line``, ``item_id`` and
-            every per-series metric), as soon as its block is scored.
+            every per-series metric), as soon as its file is scored.
+        workers: score the pairs of files in this many Ray tasks at once (one CPU each; a
+            private local Ray unless ``RAY_ADDRESS`` names a cluster). None or 1: in this
+            process. The result is the same either way: each file is scored on its own and
+            the totals are merged in file order.
 
     Returns:
         The aggregate metrics and what was skipped.
@@ -528,6 +618,7 @@ def evaluate(
     scorer = _Scorer(m, on_series)
     problems = _Problems()
     files = []
+    jobs: list[_PairJob] = []
     for pair in pairs:
         entry: dict[str, Any] = {
             "forecasts": pair.forecasts,
@@ -543,13 +634,16 @@ def evaluate(
             continue  # listed with the missing side as None
         if input is not None and pair.key not in inputs:
             raise ConfigError(f"no input file pairs with the forecasts {pair.forecasts!r}")
-        series, skipped, extra = scorer.series, problems.count, scorer.not_forecast
-        entry["alignment"] = _score_file(
-            pair.forecasts, pair.series, inputs.get(pair.key), scorer, problems
+        jobs.append(
+            _PairJob(pair.forecasts, pair.series, inputs.get(pair.key), m, per_series=False)
         )
-        entry["series"] = scorer.series - series
+    entries = [e for e in files if e["forecasts"] is not None and e["actuals"] is not None]
+    for entry, score in zip(entries, _scores(jobs, workers, on_series), strict=True):
+        skipped = problems.count
+        entry["alignment"] = score.alignment
+        entry["series"] = _fold(scorer, problems, score, entry["forecasts"])
         entry["skipped"] = problems.count - skipped
-        entry["actuals_not_forecast"] = scorer.not_forecast - extra
+        entry["actuals_not_forecast"] = score.not_forecast
     if scorer.totals is None or scorer.series == 0:
         first = problems.kept[0] if problems.kept else None
         detail = f"; first: {first['uri']}:{first['line']}: {first['reason']}" if first else ""
