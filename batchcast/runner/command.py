@@ -31,6 +31,7 @@ FLAGS = {
     "gpus_per_worker": "--gpus-per-worker",
     "max_payload_mb": "--max-payload-mb",
     "shard_mb": "--shard-mb",
+    "max_errors_listed": "--max-errors-listed",
 }
 
 
@@ -71,8 +72,21 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         "compression": args.compression,
         "name": args.job_name,
         "inference": args.inference_config,
+        "accept": args.accept,
+        "precision": args.precision,
+        "response_keys": _response_keys(args),
     }
     return {k: v for k, v in options.items() if v is not None}
+
+
+def _response_keys(args: argparse.Namespace) -> Any:
+    """The SAGEMAKER_INFERENCE_* flags as ResponseKeys, or None when none is given."""
+    given = {"output": args.output_keys, "supported": args.supported_keys, "input": args.input_keys}
+    if all(v is None for v in given.values()):
+        return None
+    from batchcast.io.content import ResponseKeys
+
+    return ResponseKeys(**given)
 
 
 def run_transform_command(args: argparse.Namespace) -> int:
@@ -106,7 +120,8 @@ def run_transform_command(args: argparse.Namespace) -> int:
         print(f"RecordError: {error}", file=sys.stderr)
     if summary.counts["record_errors"] > MAX_ERRORS_SHOWN:
         more = summary.counts["record_errors"] - MAX_ERRORS_SHOWN
-        print(f"... and {more} more; see {summary.summary_uri}", file=sys.stderr)
+        see = summary.errors_uri or summary.summary_uri
+        print(f"... and {more} more; see {see}", file=sys.stderr)
     if args.report:
         from batchcast.report import report_for_job
 
@@ -186,6 +201,46 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         choices=["auto", "fused", "split"],
         help="fused: a worker reads, decodes, samples and encodes; split: decode and encode in "
         "CPU tasks beside the sampling actor (the GPU path); auto (default): split with GPUs",
+    )
+    t.add_argument(
+        "--accept",
+        help="output content type (TransformOutput.Accept): application/jsonlines (default), "
+        "application/json (the same lines) or text/csv",
+    )
+    t.add_argument(
+        "--output-keys",
+        metavar="KEYS",
+        help="SAGEMAKER_INFERENCE_OUTPUT: the keys of each output record, in order, e.g. "
+        "'predicted_label,probability' (replaces output_types; classification keys need "
+        "classes in the inference configuration)",
+    )
+    t.add_argument(
+        "--supported-keys",
+        metavar="KEYS",
+        help="SAGEMAKER_INFERENCE_SUPPORTED: the keys this deployment allows",
+    )
+    t.add_argument(
+        "--input-keys",
+        metavar="KEYS",
+        help="SAGEMAKER_INFERENCE_INPUT: the keys a previous pipeline stage sends (checked, "
+        "reported)",
+    )
+    t.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        help="sampler GEMM precision (default fp32); bf16 needs a CPU with bf16 units (AMX, "
+        "AVX512-BF16) and otherwise runs fp32, saying so",
+    )
+    t.add_argument(
+        "--max-errors-listed",
+        type=int,
+        help="record errors listed in the summary (default 1000, the first ones); all are "
+        "counted, by field and by file",
+    )
+    t.add_argument(
+        "--errors-file",
+        action="store_true",
+        help="also write every record error as JSON Lines to <output>/_batchcast_errors.jsonl",
     )
     t.add_argument(
         "--progress",

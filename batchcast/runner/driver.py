@@ -26,6 +26,7 @@ job of empty files, never starts it.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections import deque
@@ -38,7 +39,7 @@ from ray.exceptions import RayActorError, RayError
 from batchcast.errors import BatchcastError, ConfigError, RecordError, ShardError
 from batchcast.forecast.config import ModelSpec
 from batchcast.io.shards import Shard, plan_shards
-from batchcast.io.sinks import exists, join_uri, output_uri
+from batchcast.io.sinks import exists, join_uri, open_sink, output_uri
 from batchcast.io.sources import InputObject, list_inputs
 from batchcast.models import load_spec
 from batchcast.runner.job import TransformJob
@@ -54,7 +55,13 @@ from batchcast.runner.pool import (
 from batchcast.runner.processor import ShardResult, WorkerOptions
 from batchcast.runner.progress import Progress
 from batchcast.runner.reassemble import Reassembler
-from batchcast.runner.summary import SUMMARY_NAME, JobSummary, write_summary
+from batchcast.runner.summary import (
+    ERRORS_NAME,
+    SUMMARY_NAME,
+    ErrorLog,
+    JobSummary,
+    write_summary,
+)
 from batchcast.runner.writer import FileWriter
 
 __all__ = ["HELD_PER_WORKER", "MAX_ATTEMPTS", "run_transform"]
@@ -63,6 +70,8 @@ __all__ = ["HELD_PER_WORKER", "MAX_ATTEMPTS", "run_transform"]
 # a few times (RAY_NOTES: a strict in-order window pays a straggler in full), still bounded.
 HELD_PER_WORKER = 8
 MAX_ATTEMPTS = 3  # per shard, across worker deaths
+
+_log = logging.getLogger(__name__)
 
 
 def _default_name() -> str:
@@ -127,7 +136,7 @@ def run_transform(job: TransformJob, *, progress: bool | None = None) -> JobSumm
         enabled=progress,
         started=started,
     )
-    state = _Run(job, files, Reassembler(counts), bar)
+    state = _Run(job, files, Reassembler(counts), bar, _error_log(job))
     failure: BaseException | None = None
     try:
         if plan.shards:  # else (everything resumed, or only empty files) no worker is needed
@@ -146,8 +155,29 @@ def run_transform(job: TransformJob, *, progress: bool | None = None) -> JobSumm
         workers = state.pool.size if state.pool is not None else 0
         summary = _summarize(job, plan, state, workers, failure)
         if failure is None or isinstance(failure, BatchcastError):
+            _close_errors(state.errors, failure)
             write_summary(summary, quiet=failure is not None)
+        else:
+            state.errors.close(commit=False)  # an interrupt or a bug: no half-told story
     return summary
+
+
+def _error_log(job: TransformJob) -> ErrorLog:
+    """The job's record errors: listed up to ``max_errors_listed``, all streamed to the
+    errors file when the job asks for one (opened now, so an open error comes first)."""
+    sink = open_sink(join_uri(job.output, ERRORS_NAME)) if job.errors_file else None
+    return ErrorLog(job.max_errors_listed, sink)
+
+
+def _close_errors(errors: ErrorLog, failure: BaseException | None) -> None:
+    """Commit the errors file: a failed job's errors so far are worth as much as the rest."""
+    if failure is None:
+        errors.close(commit=True)
+        return
+    try:
+        errors.close(commit=True)
+    except BatchcastError as err:  # the job's own error matters more than this one
+        _log.warning("cannot commit the errors file: %s", err)
 
 
 def _start_pool(job: TransformJob, spec: ModelSpec, state: _Run, *, shards: int) -> None:
@@ -166,7 +196,12 @@ def _start_pool(job: TransformJob, spec: ModelSpec, state: _Run, *, shards: int)
         "gpus": total.get("GPU", 0.0),
     }
     options = WorkerOptions(
-        inference=job.inference, join=job.join, max_payload_mb=job.max_payload_mb, seed=job.seed
+        inference=job.inference,
+        join=job.join,
+        max_payload_mb=job.max_payload_mb,
+        seed=job.seed,
+        accept=job.accept,
+        precision=job.precision,
     )
     pool = WorkerPool(job, spec, options, size=size, name=job.name)
     state.progress.phase(f"starting {size} worker(s)")
@@ -186,11 +221,12 @@ class _Run:
         files: dict[int, FileWriter],
         order: Reassembler[ShardResult],
         progress: Progress,
+        errors: ErrorLog,
     ) -> None:
         self.job, self.files, self.order, self.progress = job, files, order, progress
         self.pool: WorkerPool | None = None
         self.cluster: dict[str, Any] = {}
-        self.errors: list[RecordError] = []
+        self.errors = errors
         self.series = 0
         self.restarts = 0  # worker deaths
         self.retried = 0  # shards resubmitted after a death
@@ -268,7 +304,7 @@ class _Run:
             errors = output.append(shard_result)
             if output.status == "failed" and errors and output.errors == len(errors):
                 self.files_done += 1  # its first error failed it: it is done
-            self.errors.extend(errors)
+            self.errors.add(errors)
             if output.status != "failed":  # the job's count: forecasts written
                 self.series += shard_result.num_series
             if errors and self.job.on_error == "fail-fast":
@@ -279,7 +315,7 @@ class _Run:
         self.progress.update(
             series=arrived["series"],
             files_done=self.files_done,
-            errors=len(self.errors),
+            errors=self.errors.total,
             lines=arrived["lines"],
             shards_done=arrived["shards_done"],
             bytes_done=arrived["bytes_done"],
@@ -324,7 +360,7 @@ def _summarize(
         "shards": len(plan.shards),
         "lines": sum(f.lines for f in state.files.values()),
         "series": state.series,
-        "record_errors": len(state.errors),
+        "record_errors": state.errors.total,
         "workers": workers,
         "worker_restarts": state.restarts,
         "shards_retried": state.retried,
@@ -350,7 +386,9 @@ def _summarize(
     return JobSummary(
         status="Failed" if failed else "Completed",
         files=files,
-        errors=[e.to_dict() for e in state.errors],
+        errors=state.errors.listed,
+        error_counts=state.errors.counts(),
+        errors_uri=join_uri(job.output, ERRORS_NAME) if job.errors_file else None,
         counts=counts,
         timings=timings,
         job=job.describe(),

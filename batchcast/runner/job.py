@@ -17,13 +17,22 @@ from typing import Any
 from batchcast.coerce import as_float, as_int
 from batchcast.errors import ConfigError
 from batchcast.forecast.config import InferenceConfig
+from batchcast.forecast.precision import PRECISIONS
+from batchcast.io.content import ResponseKeys, check_join, parse_accept, with_response_keys
 from batchcast.io.join import Join
 
 __all__ = ["ON_ERROR_MODES", "TransformJob", "inference_from_env_value"]
 
 ON_ERROR_MODES = ("fail-file", "record", "fail-fast")
 CONTENT_TYPES = ("application/jsonlines", "application/x-jsonlines", "application/json")
+_X_JSONLINES = "application/x-jsonlines"
+_RESPONSE_KEY_VARIABLES = (
+    "SAGEMAKER_INFERENCE_OUTPUT",
+    "SAGEMAKER_INFERENCE_SUPPORTED",
+    "SAGEMAKER_INFERENCE_INPUT",
+)
 DEFAULT_SHARD_MB = 4.0
+DEFAULT_MAX_ERRORS_LISTED = 1000
 
 # SageMaker's TransformJobName pattern; the name also names the job's Ray actors.
 _NAME_RE = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
@@ -75,7 +84,15 @@ class TransformJob:
             and encode in CPU tasks beside the sampling actor), ``auto`` (split with GPUs).
         name: the job's name (``TransformJobName``); empty = generated per run. Names the
             summary and the Ray actors (``<name>.<run>.worker-<i>``).
+        max_errors_listed: record errors listed in the summary (the first ones); all of them
+            are counted, by field and by file.
+        errors_file: also stream every record error to ``<output>/_batchcast_errors.jsonl``.
         ignored: (key, why) for every accepted key with no effect here.
+        accept: the output's content type (``TransformOutput.Accept``): JSON Lines (default),
+            JSON (the same lines) or ``text/csv`` (SPEC.md §8).
+        response_keys: ``SAGEMAKER_INFERENCE_OUTPUT`` / ``SUPPORTED`` / ``INPUT`` as resolved
+            (flag > job file ``Environment`` > environment); already applied to ``inference``.
+        precision: the sampler's GEMM precision, ``fp32`` (default) or ``bf16``.
 
     Decisions where SageMaker and SPEC.md leave room: ``CompressionType`` ``Gzip`` reads every
     object as gzip; ``None`` still reads a ``.gz`` name as gzip. The output of ``x.jsonl.gz``
@@ -104,7 +121,11 @@ class TransformJob:
     shard_mb: float = DEFAULT_SHARD_MB
     pipeline: str = "auto"
     name: str = ""
+    max_errors_listed: int = DEFAULT_MAX_ERRORS_LISTED
+    errors_file: bool = False
     ignored: tuple[tuple[str, str], ...] = ()
+    response_keys: ResponseKeys = field(default_factory=ResponseKeys)
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         for name in ("model", "input", "output"):
@@ -115,7 +136,13 @@ class TransformJob:
         _choice("CompressionType", self.compression, ("None", "Gzip"))
         _choice("BatchStrategy", self.batch_strategy, ("SingleRecord", "MultiRecord"))
         _choice("AssembleWith", self.assemble_with, ("Line", "None"))
-        _choice("Accept", self.accept, CONTENT_TYPES)
+        # SageMaker's older name for JSON Lines stays accepted, as for ContentType.
+        accept = "application/jsonlines" if self.accept == _X_JSONLINES else self.accept
+        object.__setattr__(self, "accept", parse_accept(accept, name="Accept"))
+        check_join(
+            self.accept, join_source=self.join.join_source, output_filter=self.join.output_filter
+        )
+        _choice("precision", self.precision, PRECISIONS)
         _choice("on_error", self.on_error, ON_ERROR_MODES)
         _choice("pipeline", self.pipeline, ("auto", "fused", "split"))
         # Range errors remember the field, so that the CLI can name the flag the user typed.
@@ -130,6 +157,9 @@ class TransformJob:
             )
         if not self.shard_mb > 0:
             raise ConfigError.for_key("shard_mb", "shard_mb", f"must be > 0, got {self.shard_mb}")
+        if self.max_errors_listed < 0:
+            expected = f"must be >= 0, got {self.max_errors_listed}"
+            raise ConfigError.for_key("max_errors_listed", "max_errors_listed", expected)
         if self.name and _NAME_RE.fullmatch(self.name) is None:
             raise ConfigError(
                 f"TransformJobName must be 1-63 letters, digits or hyphens, starting and ending "
@@ -228,7 +258,7 @@ class TransformJob:
             job = replace(job, workers=workers)
         if forward_fields:
             job = replace(job, join=replace(job.join, forward_fields=tuple(forward_fields)))
-        return job
+        return _with_keys(job, body, environ, overrides.get("response_keys"))
 
     def resolved(self, *, name: str) -> TransformJob:
         """This job as one run sees it: named (``name`` when the job has none) and with local
@@ -279,7 +309,12 @@ class TransformJob:
             "shard_mb": self.shard_mb,
             "pipeline": self.pipeline,
             "name": self.name,
+            "max_errors_listed": self.max_errors_listed,
+            "errors_file": self.errors_file,
             "ignored": [{"key": k, "why": why} for k, why in self.ignored],
+            "accept": self.accept,
+            "response_keys": self.response_keys.to_environment(),
+            "precision": self.precision,
         }
 
 
@@ -293,6 +328,23 @@ def _absolute(uri: str) -> str:
         return uri
     path = os.path.abspath(uri)
     return path + os.sep if uri.endswith(("/", os.sep)) and path != os.sep else path
+
+
+def _with_keys(
+    job: TransformJob,
+    body: Mapping[str, Any] | None,
+    environ: Mapping[str, str],
+    flags: ResponseKeys | None,
+) -> TransformJob:
+    """The job with its response keys resolved (flag > job file > environment) and applied
+    to its inference configuration (SPEC.md §8), checked before any record is read."""
+    keys = ResponseKeys.from_environment(environ)
+    environment = body.get("Environment") if isinstance(body, Mapping) else None
+    if isinstance(environment, Mapping):
+        keys = keys.overridden_by(ResponseKeys.from_environment(environment))
+    if flags is not None:
+        keys = keys.overridden_by(flags)
+    return replace(job, response_keys=keys, inference=with_response_keys(job.inference, keys))
 
 
 def _sets_inference(body: Mapping[str, Any] | None) -> bool:
@@ -331,13 +383,15 @@ def _environment(env: Any, ignored: list[tuple[str, str]]) -> dict[str, Any]:
             out["inference"] = inference_from_env_value(value, where="Environment")
         elif key == "MODEL_SERVER_WORKERS":
             out["workers"] = as_int("MODEL_SERVER_WORKERS", value)
+        elif key in _RESPONSE_KEY_VARIABLES:
+            pass  # response keys: resolved with the flags and the environment (_with_keys)
         elif key == "MODEL_SERVER_TIMEOUT":
             # An HTTP model server's per-request timeout; there is no such server here.
             ignored.append(("Environment.MODEL_SERVER_TIMEOUT", "no model server here"))
         else:
             raise ConfigError(
                 f"unknown Environment key {key!r}; known: DEEPAR_INFERENCE_CONFIG, "
-                "MODEL_SERVER_WORKERS, MODEL_SERVER_TIMEOUT"
+                f"MODEL_SERVER_WORKERS, MODEL_SERVER_TIMEOUT, {', '.join(_RESPONSE_KEY_VARIABLES)}"
             )
     return out
 

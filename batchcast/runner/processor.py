@@ -18,8 +18,9 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from batchcast.errors import RecordError
+from batchcast.errors import ConfigError, RecordError
 from batchcast.forecast.config import InferenceConfig, ModelSpec
+from batchcast.forecast.precision import PRECISIONS
 from batchcast.forecast.sampling import Forecast, forecast
 from batchcast.forecast.series import SeriesBatch
 from batchcast.io import DecodedShard, RecordContract, decode_records
@@ -49,6 +50,9 @@ class WorkerOptions:
         max_payload_mb: a longer line is a record error.
         seed: the job's seed; each shard's generator derives from it.
         accept: the output's content type (``TransformOutput.Accept``, SPEC.md §8).
+        precision: the sampler's GEMM precision, ``"fp32"`` (default) or ``"bf16"``
+            (:mod:`batchcast.forecast.precision`: fp32, with one log line, where the CPU has
+            no bf16 units).
     """
 
     inference: InferenceConfig
@@ -56,6 +60,13 @@ class WorkerOptions:
     max_payload_mb: float
     seed: int
     accept: str = JSON_LINES
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}"
+            )
 
 
 @dataclass
@@ -207,7 +218,9 @@ class ShardProcessor:
         """
         generator = torch.Generator(device=self.device).manual_seed(seed)
         config = inference or self.options.inference
-        return forecast(self.loaded.model, batch, config, generator=generator)
+        return forecast(
+            self.loaded.model, batch, config, generator=generator, precision=self.options.precision
+        )
 
     def process(self, shard: Shard, relpath: str, *, check_only: bool = False) -> ShardResult:
         """Read, decode, forecast and encode one shard.

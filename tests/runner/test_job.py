@@ -277,3 +277,59 @@ def test_invalid_direct_fields_raise_naming_them(field: str, value: Any, key: st
     kwargs: dict[str, Any] = {"model": "m", "input": "in", "output": "out", field: value}
     with pytest.raises(ConfigError, match=key):
         TransformJob(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Accept, response keys, precision (SPEC.md §8; issue "Speed on any CPU")
+
+
+def _body(**environment: str) -> dict[str, Any]:
+    return {
+        "TransformInput": {"DataSource": {"S3DataSource": {"S3Uri": "in/"}}},
+        "TransformOutput": {"S3OutputPath": "out/", "Accept": "text/csv"},
+        "Environment": {
+            "DEEPAR_INFERENCE_CONFIG": '{"classes": {"thresholds": [1]}}',
+            **environment,
+        },
+    }
+
+
+def test_response_keys_resolve_flag_over_job_over_environment() -> None:
+    from batchcast.io.content import ResponseKeys
+
+    env = {"SAGEMAKER_INFERENCE_OUTPUT": "mean", "SAGEMAKER_INFERENCE_INPUT": "mean"}
+    job = TransformJob.create(
+        "m", body=_body(SAGEMAKER_INFERENCE_OUTPUT="probability"), environ=env
+    )
+    assert job.accept == "text/csv"
+    assert job.inference.output_keys == ("probability",)
+    assert job.response_keys.input == ("mean",)  # the environment's, unchanged by the job
+    flagged = TransformJob.create(
+        "m", body=_body(), environ=env, response_keys=ResponseKeys(output="labels, Mean")
+    )
+    assert flagged.inference.output_keys == ("labels", "mean")
+    assert flagged.describe()["response_keys"]["SAGEMAKER_INFERENCE_OUTPUT"] == "labels,mean"
+
+
+def test_no_response_keys_leave_the_inference_configuration_as_it_is() -> None:
+    job = TransformJob.create("m", "in/", "out/", environ={})
+    assert job.inference == TransformJob(model="m", input="in/", output="out/").inference
+    assert job.inference.keys is None
+
+
+def test_accept_is_normalised_and_checked() -> None:
+    assert (
+        TransformJob(model="m", input="i", output="o", accept="text/csv; charset=utf-8").accept
+        == "text/csv"
+    )
+    assert TransformJob(
+        model="m", input="i", output="o", accept="application/x-jsonlines"
+    ).accept == ("application/jsonlines")
+    with pytest.raises(ConfigError, match="Accept 'application/xml'"):
+        TransformJob(model="m", input="i", output="o", accept="application/xml")
+
+
+def test_precision_is_checked() -> None:
+    assert TransformJob(model="m", input="i", output="o", precision="bf16").precision == "bf16"
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        TransformJob(model="m", input="i", output="o", precision="fp8")
