@@ -324,6 +324,16 @@ def _check_import(ws: Path, out: subprocess.CompletedProcess[str]) -> None:
     assert (ws / "imported-model" / "model.safetensors").is_file()
 
 
+def _check_stock(ws: Path, out: subprocess.CompletedProcess[str]) -> None:
+    # stdout: the transform's human summary, then the output file (cat)
+    lines = [orjson.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
+    assert [r["item_id"] for r in lines] == ["sku-1", "sku-2", "sku-3"]
+    for r in lines:
+        assert list(r) == ["item_id", "predicted_label", "probability", "probabilities"]
+        assert r["probabilities"][1] == r["probability"]  # two classes: the upper one's
+        assert r["predicted_label"] == ("stockout" if r["probability"] > 0.5 else "covered")
+
+
 def _check_python_api(ws: Path, out: subprocess.CompletedProcess[str]) -> None:
     assert (ws / "api-model" / "config.json").is_file()
     assert len(_lines(ws / "api-output" / "sample.jsonl.out")) == len(_inputs(ws))
@@ -332,7 +342,8 @@ def _check_python_api(ws: Path, out: subprocess.CompletedProcess[str]) -> None:
 
 # A distinctive piece of a README block -> what must hold after it ran (beyond exit 0).
 CHECKS: dict[str, Callable[[Path, subprocess.CompletedProcess[str]], None]] = {
-    "--inference-config": _check_transform,
+    "examples/inference-config.json": _check_transform,
+    "examples/stock-records.jsonl": _check_stock,
     "--job examples/transform-job.json": _check_job_file,
     "batchcast train": _check_train,
     "batchcast predict": _check_predict,

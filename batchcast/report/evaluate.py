@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import itertools
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -41,7 +41,7 @@ import orjson
 
 from batchcast.errors import BatchcastError, ConfigError
 from batchcast.forecast.frequency import parse_frequency
-from batchcast.forecast.metrics import MetricTotals, msis_pair, seasonal_errors, series_metrics
+from batchcast.forecast.metrics import MetricTotals, msis_pair
 from batchcast.forecast.metrics import seasonality as default_seasonality
 from batchcast.io import join_uri, open_range
 from batchcast.report.reading import (
@@ -51,6 +51,7 @@ from batchcast.report.reading import (
     iter_series,
     pair_files,
 )
+from batchcast.report.scoring import BLOCK_SERIES, MAX_PROBLEMS, Problems, RowCallback, Scorer
 
 __all__ = [
     "BLOCK_SERIES",
@@ -61,15 +62,11 @@ __all__ = [
     "resolve_seasonality",
 ]
 
-BLOCK_SERIES = 1024  # series scored together (one vectorised call)
-MAX_PROBLEMS = 1000  # skipped lines kept with their reason; the count is always exact
 # The job summary a transform writes beside its outputs (runner.driver.SUMMARY_NAME; not
 # imported: the runner imports Ray) and a model folder's configuration
 # (forecast.artifacts.CONFIG_NAME; not imported: artifacts imports torch).
 _JOB_SUMMARY = "_batchcast_summary.json"
 _MODEL_CONFIG = "config.json"
-
-RowCallback = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -298,107 +295,7 @@ def _by_item_id(actuals: Iterator[SeriesLine], items: Iterator[_Item]) -> Iterat
 
 
 # ---------------------------------------------------------------------------------------------
-# Scoring
-
-
-class _Scorer:
-    """Collects aligned series into blocks and folds their metrics into the totals."""
-
-    def __init__(self, seasonality: int, on_series: RowCallback | None) -> None:
-        self.seasonality = seasonality
-        self.on_series = on_series
-        self.keys: tuple[str, ...] | None = None  # fixed by the first forecast
-        self.levels: tuple[float, ...] = ()
-        self.order: list[str] = []  # keys sorted by level
-        self.horizon = 0
-        self.with_mean = False
-        self.totals: MetricTotals | None = None
-        # The block being collected, one entry per series.
-        self.rows: list[dict[str, Any]] = []
-        self.histories: list[np.ndarray] = []
-        self.horizons: list[np.ndarray] = []
-        self.quantiles: list[np.ndarray] = []  # (Q, P) each, in level order
-        self.means: list[np.ndarray] = []
-        self.series = 0
-        self.not_forecast = 0  # actual series that no forecast matched (by item_id)
-
-    def _fix_layout(self, f: ForecastLine) -> None:
-        assert f.quantiles is not None  # checked by the caller
-        keys = tuple(f.quantiles)
-        try:
-            levels = [float(k) for k in keys]
-        except ValueError:
-            raise ConfigError(f"quantile keys must be numbers, got {list(keys)}") from None
-        ranked = sorted(zip(levels, keys, strict=True))
-        self.levels = tuple(q for q, _ in ranked)
-        self.order = [k for _, k in ranked]
-        if 0.5 not in self.levels:
-            raise ConfigError(
-                f"the forecasts' quantiles {list(keys)} lack 0.5: the median is what "
-                "abs_error, MASE and sMAPE score (add it to the job's quantiles)"
-            )
-        self.keys = tuple(self.order)
-        self.horizon = len(next(iter(f.quantiles.values())))
-        self.with_mean = f.mean is not None
-        self.totals = MetricTotals(self.levels, keys=self.keys)
-
-    def check(self, f: ForecastLine) -> str | None:
-        """Why this forecast does not fit the layout of the first one, or None."""
-        assert f.quantiles is not None
-        if self.keys is None:
-            self._fix_layout(f)
-        if set(f.quantiles) != set(self.order):
-            return f"quantile keys {list(f.quantiles)} differ from the first line's {self.order}"
-        lengths = {len(v) for v in f.quantiles.values()}
-        if f.mean is not None:
-            lengths.add(len(f.mean))
-        if lengths != {self.horizon}:
-            return (
-                f"forecast arrays have {sorted(lengths)} points; "
-                f"the first line's have {self.horizon}"
-            )
-        if self.with_mean and f.mean is None:
-            return "no mean, unlike the first line (RMSE would mix means and medians)"
-        values = np.stack([*f.quantiles.values(), *([f.mean] if f.mean is not None else [])])
-        if not np.isfinite(values).all():
-            return "the forecast holds NaN or null values"
-        return None
-
-    def add(self, row: dict[str, Any], history: np.ndarray, horizon: np.ndarray,
-            f: ForecastLine) -> None:  # fmt: skip
-        """Queue one aligned series (its forecast passed :meth:`check`)."""
-        assert f.quantiles is not None  # checked
-        self.rows.append(row)
-        self.histories.append(history)
-        self.horizons.append(horizon)
-        self.quantiles.append(np.stack([f.quantiles[k] for k in self.order]))
-        if self.with_mean:
-            assert f.mean is not None  # checked
-            self.means.append(f.mean)
-        if len(self.rows) >= BLOCK_SERIES:
-            self.flush()
-
-    def flush(self) -> None:
-        """Score the queued series and fold them into the totals."""
-        if not self.rows:
-            return
-        assert self.totals is not None  # set with the first forecast
-        rows, histories = self.rows, self.histories
-        actual = np.stack(self.horizons)  # (B, P)
-        quantiles = np.stack(self.quantiles)  # (B, Q, P)
-        mean = np.stack(self.means) if self.with_mean else None
-        self.rows, self.histories, self.horizons, self.quantiles, self.means = [], [], [], [], []
-        lengths = np.array([h.size for h in histories], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
-        scale = seasonal_errors(np.concatenate(histories), offsets, self.seasonality)
-        metrics = series_metrics(
-            actual, quantiles, self.levels, keys=self.keys, mean=mean, seasonal_error=scale
-        )
-        self.totals.add(metrics)
-        self.series += len(rows)
-        if self.on_series is not None:
-            for b, row in enumerate(rows):
-                self.on_series({**row, **{k: float(v[b]) for k, v in metrics.items()}})
+# Scoring (the scorer itself is batchcast.report.scoring)
 
 
 def _horizon(a: SeriesLine, item: _Item, horizon: int) -> tuple[np.ndarray, np.ndarray] | str:
@@ -428,21 +325,8 @@ def _peek(iterator: Iterator[Any]) -> tuple[Any, Iterator[Any]]:
     return first, (iterator if first is None else itertools.chain([first], iterator))
 
 
-class _Problems:
-    """Skipped lines: an exact count, the first ``MAX_PROBLEMS`` with their reason."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.kept: list[dict[str, Any]] = []
-
-    def add(self, uri: str, line: int, reason: str) -> None:
-        self.count += 1
-        if len(self.kept) < MAX_PROBLEMS:
-            self.kept.append({"uri": uri, "line": line, "reason": reason})
-
-
 def _score_file(
-    forecasts: str, actuals: str, input_uri: str | None, scorer: _Scorer, problems: _Problems
+    forecasts: str, actuals: str, input_uri: str | None, scorer: Scorer, problems: Problems
 ) -> str:
     """Align one output file with its actuals (and input) and score it; the alignment used."""
     items = _with_input(
@@ -498,7 +382,7 @@ class _PairScore:
     alignment: str
     series: int
     not_forecast: int
-    problems: _Problems
+    problems: Problems
     totals: MetricTotals | None
     order: list[str]
     levels: tuple[float, ...]
@@ -513,8 +397,8 @@ def _score_pair(job: _PairJob, on_series: RowCallback | None = None) -> _PairSco
     ``job.per_series`` (in a task), they come back with the score.
     """
     rows: list[dict[str, Any]] = []
-    scorer = _Scorer(job.seasonality, on_series or (rows.append if job.per_series else None))
-    problems = _Problems()
+    scorer = Scorer(job.seasonality, on_series or (rows.append if job.per_series else None))
+    problems = Problems()
     alignment = _score_file(job.forecasts, job.actuals, job.input, scorer, problems)
     return _PairScore(
         alignment, scorer.series, scorer.not_forecast, problems, scorer.totals,
@@ -522,7 +406,7 @@ def _score_pair(job: _PairJob, on_series: RowCallback | None = None) -> _PairSco
     )  # fmt: skip
 
 
-def _fold(scorer: _Scorer, problems: _Problems, score: _PairScore, uri: str) -> int:
+def _fold(scorer: Scorer, problems: Problems, score: _PairScore, uri: str) -> int:
     """Fold one pair's score into the totals; the series it adds (0 when its quantile
     layout differs from the first scored file's: its series are then skipped)."""
     for kept in score.problems.kept:
@@ -615,8 +499,8 @@ def evaluate(
         inputs = {p.key: p.series for p in by_input if p.series}
         if len(pairs) == 1 and len(by_input) == 1 and by_input[0].series:
             inputs = {pairs[0].key: by_input[0].series}  # single files pair whatever their names
-    scorer = _Scorer(m, on_series)
-    problems = _Problems()
+    scorer = Scorer(m, on_series)
+    problems = Problems()
     files = []
     jobs: list[_PairJob] = []
     for pair in pairs:

@@ -13,7 +13,7 @@ from report_cases import KEYS, Case, gluonts_metrics, write_case
 
 from batchcast.errors import ConfigError
 from batchcast.forecast.metrics import evaluate_arrays
-from batchcast.report import evaluate as evaluate_module
+from batchcast.report import scoring as scoring_module
 from batchcast.report.evaluate import evaluate, model_frequency, resolve_seasonality
 
 
@@ -161,7 +161,7 @@ def test_blocks_fold_into_the_same_totals(tmp_path: Path, monkeypatch: pytest.Mo
     """Scoring 5 series at a time (many blocks) gives the one-block result, and rows stream."""
     case = write_case(tmp_path, n=23)
     whole = evaluate(str(case.actuals), str(case.forecasts), seasonality=3)
-    monkeypatch.setattr(evaluate_module, "BLOCK_SERIES", 5)
+    monkeypatch.setattr(scoring_module, "BLOCK_SERIES", 5)
     rows: list[dict[str, Any]] = []
     blocked = evaluate(str(case.actuals), str(case.forecasts), seasonality=3, on_series=rows.append)
     assert [r["line"] for r in rows] == list(range(1, 24))
