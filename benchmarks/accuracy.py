@@ -199,6 +199,12 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--models",
+        default="all",
+        help="comma-separated subset of seasonal_naive,auto_ets,auto_arima,batchcast_deepar "
+        "(to run the slow ones in parallel processes; default all)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     machine = _machine()
@@ -207,7 +213,10 @@ def main() -> None:
         dataset = DATASETS[name]
         train, actual, horizon = load(dataset)
         baselines = ["seasonal_naive", "auto_ets"] + ([] if args.no_arima else ["auto_arima"])
-        for model_name in [*baselines, "batchcast_deepar"]:
+        chosen = [*baselines, "batchcast_deepar"]
+        if args.models != "all":
+            chosen = [m for m in chosen if m in args.models.split(",")]
+        for model_name in chosen:
             info: dict[str, object] = {}
             if model_name == "batchcast_deepar":
                 _, quantiles, info = run_deepar(dataset, train, horizon, args)
