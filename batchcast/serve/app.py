@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from starlette.requests import ClientDisconnect
 
 from batchcast.errors import BatchcastError, ConfigError, RecordError
 from batchcast.io.content import parse_content_type
@@ -66,6 +67,9 @@ __all__ = ["ServeState", "create_app", "negotiate"]
 logger = logging.getLogger("batchcast.serve")
 
 MIB = 1 << 20
+# The access log's status for a request whose client went away before its answer (nginx's
+# "client closed request"): never sent, there is no one to send it to.
+CLIENT_GONE = 499
 
 
 class _RefusedError(Exception):
@@ -277,7 +281,10 @@ def create_app(settings: ServeSettings, *, state: ServeState | None = None) -> F
                     f"accepted: {list(RESPONSE_TYPES)}",
                     field="Accept",
                 )
-            body = await _read_body(request, settings.max_payload_mb)
+            try:
+                body = await _read_body(request, settings.max_payload_mb)
+            except ClientDisconnect:  # the client hung up mid-body: nothing to answer
+                return Response(status_code=CLIENT_GONE)
             if state.batcher is None:  # echo: the HTTP ceiling, no model
                 return Response(body, media_type=content_type)
             parsed = _parse(state, body, form)

@@ -1,0 +1,104 @@
+"""``batchcast serve`` (uvicorn host) against hostile and careless clients.
+
+One real server for the module (``python -m batchcast.serve.command``, one worker, so that
+what one client does is seen by the next), a deterministic-L1 model, raw sockets where a
+client must misbehave below HTTP (hang up mid-body, leave after sending).
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))
+from serve_cases import (  # the serve tests' helpers: tiny model, real host
+    ENV_INFERENCE,
+    Server,
+    instance,
+    save_tiny_model,
+    start_uvicorn,
+    stop_uvicorn,
+)
+
+pytestmark = pytest.mark.slow
+
+JSON = {"content-type": "application/json"}
+LINES = {"content-type": "application/jsonlines"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    model = save_tiny_model(tmp_path_factory.mktemp("adversarial") / "point", "deterministic-L1")
+    env = {"DEEPAR_INFERENCE_CONFIG": orjson.dumps(ENV_INFERENCE).decode()}
+    running = start_uvicorn(model, workers=1, env=env)
+    yield running
+    assert stop_uvicorn(running) == 0
+
+
+@pytest.fixture
+def client(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        yield c
+
+
+def _address(server: Server) -> tuple[str, int]:
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    return host, int(port)
+
+
+def _send_and_leave(server: Server, head: bytes, body: bytes) -> None:
+    """A client that sends (part of) a request and hangs up without reading the answer."""
+    with socket.create_connection(_address(server)) as sock:
+        sock.sendall(head + body)
+
+
+def _head(length: int, content_type: str = "application/json") -> bytes:
+    return (
+        f"POST /invocations HTTP/1.1\r\nHost: test\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+def _log_since(server: Server, mark: int, *, until: str, timeout: float = 30.0) -> list[str]:
+    """The server's log lines after ``mark``, once one of them contains ``until``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = server.log[mark:]
+        if any(until in line for line in lines):
+            return lines
+        time.sleep(0.05)
+    raise AssertionError(f"no log line with {until!r}:\n" + "\n".join(server.log[mark:][-20:]))
+
+
+def _good(client: httpx.Client, i: int = 0) -> httpx.Response:
+    response = client.post("/invocations", json={"instances": [instance(i)]})
+    assert response.status_code == 200, response.text
+    return response
+
+
+# ---------------------------------------------------------------------------------------------
+# Clients that hang up
+
+
+def test_a_client_that_hangs_up_mid_body_is_not_an_internal_error(
+    server: Server, client: httpx.Client
+) -> None:
+    mark = len(server.log)
+    body = orjson.dumps({"instances": [instance(0)]})
+    for _ in range(3):
+        _send_and_leave(server, _head(len(body) + 1000), body[:20])
+    time.sleep(0.5)
+    _good(client)  # still serving
+    lines = _log_since(server, mark, until="series=1")
+    text = "\n".join(lines)
+    assert "Traceback" not in text, text
+    assert "internal error" not in text, text
+    gone = [line for line in lines if "POST /invocations" in line and " 499 " in line]
+    assert len(gone) == 3, text
