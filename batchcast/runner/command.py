@@ -75,6 +75,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         "accept": args.accept,
         "precision": args.precision,
         "response_keys": _response_keys(args),
+        "max_errors_listed": args.max_errors_listed,
+        "errors_file": args.errors_file or None,
     }
     return {k: v for k, v in options.items() if v is not None}
 

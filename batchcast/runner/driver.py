@@ -36,7 +36,7 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError, RayError
 
-from batchcast.errors import BatchcastError, ConfigError, RecordError, ShardError
+from batchcast.errors import BatchcastError, ConfigError, ShardError
 from batchcast.forecast.config import ModelSpec
 from batchcast.io.shards import Shard, plan_shards
 from batchcast.io.sinks import exists, join_uri, open_sink, output_uri
