@@ -21,7 +21,7 @@ from batchcast.forecast.precision import PRECISIONS
 from batchcast.io.content import ResponseKeys, check_join, parse_accept, with_response_keys
 from batchcast.io.join import Join
 
-__all__ = ["ON_ERROR_MODES", "TransformJob", "inference_from_env_value"]
+__all__ = ["MAX_NUM_SAMPLES", "ON_ERROR_MODES", "TransformJob", "inference_from_env_value"]
 
 ON_ERROR_MODES = ("fail-file", "record", "fail-fast")
 CONTENT_TYPES = ("application/jsonlines", "application/x-jsonlines", "application/json")
@@ -33,6 +33,9 @@ _RESPONSE_KEY_VARIABLES = (
 )
 DEFAULT_SHARD_MB = 4.0
 DEFAULT_MAX_ERRORS_LISTED = 1000
+# SageMaker DeepAR's largest num_samples (docs/inference.md). Checked for jobs here rather
+# than in InferenceConfig: the online path (serve, predict) bounds a request by its rows.
+MAX_NUM_SAMPLES = 1000
 
 # SageMaker's TransformJobName pattern; the name also names the job's Ray actors.
 _NAME_RE = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
@@ -157,6 +160,13 @@ class TransformJob:
             )
         if not self.shard_mb > 0:
             raise ConfigError.for_key("shard_mb", "shard_mb", f"must be > 0, got {self.shard_mb}")
+        if self.inference.num_samples > MAX_NUM_SAMPLES:
+            raise ConfigError.for_key(
+                "num_samples",
+                "num_samples",
+                f"must be <= {MAX_NUM_SAMPLES} (SageMaker DeepAR's maximum), "
+                f"got {self.inference.num_samples}",
+            )
         if self.max_errors_listed < 0:
             expected = f"must be >= 0, got {self.max_errors_listed}"
             raise ConfigError.for_key("max_errors_listed", "max_errors_listed", expected)
