@@ -27,6 +27,7 @@ job of empty files, never starts it.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections import deque
@@ -87,7 +88,7 @@ class _Plan:
 
 
 def _plan(job: TransformJob) -> _Plan:
-    objects = list_inputs(job.input, data_type=job.data_type)
+    objects = list_inputs(job.input, data_type=job.data_type, exclude=_own_output(job))
     if job.compression == "Gzip":
         # SageMaker decompresses every object when CompressionType is Gzip, whatever its
         # name; with None, a ".gz" name still reads transparently (SPEC.md §4).
@@ -98,6 +99,18 @@ def _plan(job: TransformJob) -> _Plan:
     target = max(1, int(job.shard_mb * 1024 * 1024))
     shards = [s for s in plan_shards(objects, target_bytes=target) if s.file_index in wanted]
     return _Plan(objects, outputs, todo, shards)
+
+
+def _own_output(job: TransformJob) -> str | None:
+    """The job's output, to leave out of its inputs: an output folder inside the input folder
+    would otherwise be read back (a rerun would forecast the last run's ``.out`` and summary).
+
+    None when the output is the input or holds it: excluding it would exclude every input.
+    """
+    output, input = job.output.rstrip("/" + os.sep), job.input.rstrip("/" + os.sep)
+    if input == output or input.startswith(output + "/") or input.startswith(output + os.sep):
+        return None
+    return job.output
 
 
 def run_transform(job: TransformJob, *, progress: bool | None = None) -> JobSummary:
