@@ -29,9 +29,10 @@ The same application runs under uvicorn (:mod:`batchcast.serve.local`) and on Ra
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -53,7 +54,7 @@ from batchcast.runner.online import (
     parse_lines,
 )
 from batchcast.serve.access_log import AccessLog
-from batchcast.serve.batcher import MicroBatcher
+from batchcast.serve.batcher import Answer, MicroBatcher
 from batchcast.serve.settings import ServeSettings
 
 if TYPE_CHECKING:  # loading a model imports torch; the echo host never does
@@ -291,7 +292,9 @@ def create_app(settings: ServeSettings, *, state: ServeState | None = None) -> F
             request.state.series = parsed.num_series
             answer = None
             if parsed.num_series:
-                answer = await state.batcher.forecast(parsed)
+                answer = await _forecast_while_connected(request, state.batcher, parsed)
+                if answer is None:  # dropped from its batch: nobody to answer
+                    return Response(status_code=CLIENT_GONE)
                 request.state.batch = answer.batch_requests
             payload = encode_response(
                 parsed, None if answer is None else answer.forecast, media_type=accept
@@ -308,6 +311,40 @@ def create_app(settings: ServeSettings, *, state: ServeState | None = None) -> F
 
     app.add_middleware(AccessLog)
     return app
+
+
+async def _until_disconnected(request: Request) -> None:
+    """Return when the client has gone (the body is read: the next message is the end)."""
+    try:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+    except Exception:  # a host whose receive cannot tell: never report a disconnect
+        await asyncio.get_running_loop().create_future()
+
+
+async def _forecast_while_connected(
+    request: Request, batcher: MicroBatcher, parsed: OnlineRequest
+) -> Answer | None:
+    """The request's forecast, or None when its client hangs up first.
+
+    uvicorn does not cancel a handler whose client has gone; it only says so on ``receive``.
+    Without watching for it, a client that sends a large request and leaves still costs its
+    forecast, and the requests queued behind it wait for that. Cancelling the wait cancels
+    the batcher's future, so a request still queued is dropped before its batch is formed.
+    """
+    forecast = asyncio.ensure_future(batcher.forecast(parsed))
+    gone = asyncio.ensure_future(_until_disconnected(request))
+    try:
+        await asyncio.wait((forecast, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:  # one of them is done; the other is of no use (and on cancellation, neither)
+        for task in (forecast, gone):
+            if not task.done():
+                task.cancel()
+                with suppress(asyncio.CancelledError, ClientDisconnect):
+                    await task
+    if forecast.cancelled():
+        return None
+    return forecast.result()
 
 
 def _parse(state: ServeState, body: bytes, form: str) -> OnlineRequest:
