@@ -71,6 +71,12 @@ MIB = 1 << 20
 # The access log's status for a request whose client went away before its answer (nginx's
 # "client closed request"): never sent, there is no one to send it to.
 CLIENT_GONE = 499
+# The most rows (series x sample paths) one request may ask for. The sampler holds a chunk of
+# max(num_samples, batch rows) rows at once, and "samples" answers hold every row: without a
+# bound, one request with {"num_samples": 1000000000} had its worker killed for memory, and
+# the requests in flight there with it. 4M rows is a 6 MB body of 40,000 small series at 100
+# paths, or one series at 4M paths: tens of seconds of sampling, a few hundred MB at most.
+MAX_REQUEST_ROWS = 1 << 22
 
 
 class _RefusedError(Exception):
@@ -290,6 +296,15 @@ def create_app(settings: ServeSettings, *, state: ServeState | None = None) -> F
                 return Response(body, media_type=content_type)
             parsed = _parse(state, body, form)
             request.state.series = parsed.num_series
+            if parsed.rows > MAX_REQUEST_ROWS:
+                raise _RefusedError(
+                    400,
+                    f"the request asks for {parsed.num_series} series x "
+                    f"{parsed.inference.num_samples} sample paths = {parsed.rows} rows; a "
+                    f"request may ask for at most {MAX_REQUEST_ROWS} (lower num_samples, or "
+                    "send fewer records per request)",
+                    field="num_samples",
+                )
             answer = None
             if parsed.num_series:
                 answer = await _forecast_while_connected(request, state.batcher, parsed)

@@ -123,3 +123,36 @@ def test_requests_whose_clients_left_are_not_forecast(server: Server, client: ht
     # The first may already be in the sampler when its client leaves; the rest are dropped.
     assert len(forecast) <= 1, "\n".join(lines)
     assert len(dropped) >= 3, "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Requests that ask for too much
+
+
+@pytest.mark.parametrize(
+    ("instances", "num_samples"),
+    [(1, 1_000_000_000), (1, 2**70), (5_000, 1_000)],
+    ids=["one-series-1e9-paths", "beyond-int64", "5000-series-1000-paths"],
+)
+def test_a_request_for_too_many_sample_paths_is_400_and_the_worker_lives(
+    server: Server, client: httpx.Client, instances: int, num_samples: int
+) -> None:
+    # {"num_samples": 1e9} used to get the worker killed for memory (exit -9): this client
+    # saw a dropped connection, and so did every request in flight on that worker.
+    records = orjson.dumps([instance(i % 50, length=10) for i in range(instances)])
+    body = b'{"instances": %s, "configuration": {"num_samples": %d}}' % (records, num_samples)
+    response = client.post("/invocations", content=body, headers=JSON)
+    assert response.status_code == 400, response.text[:300]
+    error = response.json()["error"]
+    assert error["field"] == "num_samples"
+    assert f"{instances} series x {num_samples} sample paths" in error["message"]
+    assert server.process is not None
+    assert server.process.poll() is None
+    _good(client)
+
+
+def test_many_paths_for_one_series_are_still_served(client: httpx.Client) -> None:
+    body = {"instances": [instance(0)], "configuration": {"num_samples": 100_000}}
+    response = client.post("/invocations", content=orjson.dumps(body), headers=JSON)
+    assert response.status_code == 200, response.text[:300]
+    assert len(response.json()["predictions"]) == 1
