@@ -39,7 +39,8 @@ from ray.exceptions import RayActorError, RayError
 
 from batchcast.errors import BatchcastError, ConfigError, ShardError
 from batchcast.forecast.config import ModelSpec
-from batchcast.io.shards import Shard, plan_shards
+from batchcast.io.output import EncodedLines
+from batchcast.io.shards import CorruptInputError, Shard, plan_shards
 from batchcast.io.sinks import exists, join_uri, open_sink, output_uri
 from batchcast.io.sources import InputObject, list_inputs
 from batchcast.models import load_spec
@@ -291,6 +292,9 @@ class _Run:
         if not isinstance(err, LOST):
             # An exception inside the worker: the shard itself is the problem (or a bug).
             cause = getattr(err, "cause", None)
+            if isinstance(cause, CorruptInputError) and self.job.on_error != "fail-fast":
+                self._unreadable(shard, cause)
+                return
             if isinstance(cause, BatchcastError):
                 raise cause from err
             raise ShardError(f"{where}: a worker raised {cause_of(err)}") from err
@@ -333,6 +337,15 @@ class _Run:
             shards_done=arrived["shards_done"],
             bytes_done=arrived["bytes_done"],
         )
+
+    def _unreadable(self, shard: Shard, cause: CorruptInputError) -> None:
+        """Fail the file of a shard whose bytes are damaged, and go on with the others: the
+        object itself is bad, so no retry can help and no other file is affected. An empty
+        result stands in for the shard so the file's order completes (a corrupt object is
+        gzip, one shard; later lines of a split file would be numbered from here)."""
+        self.files[shard.file_index].fail(f"{type(cause).__name__}: {cause}")
+        empty = ShardResult(shard.file_index, shard.index, EncodedLines.empty(), 0, 0, [])
+        self._accept(shard, empty)
 
     def _commit(self, output: FileWriter) -> None:
         output.commit()
@@ -389,17 +402,23 @@ def _summarize(
         **{f"{k}_s": v for k, v in seconds.items() if k not in ("total", "ray_init")},
         "series_per_s": state.series / elapsed if elapsed > 0 else 0.0,
     }
+    file_errors = [{"uri": f["input"], "message": f["error"]} for f in files if "error" in f]
     reason = None
     if failure is not None:
         reason = f"{type(failure).__name__}: {failure}"
     elif state.stopped:
         reason = "fail-fast: stopped at the first record error"
+    elif file_errors:
+        reason = f"{len(file_errors)} unreadable file(s), first {file_errors[0]['uri']}: " + str(
+            file_errors[0]["message"]
+        )
     elif failed:
         reason = f"{counts['files_failed']} file(s) with record errors (fail-file)"
     return JobSummary(
         status="Failed" if failed else "Completed",
         files=files,
         errors=state.errors.listed,
+        file_errors=file_errors,
         error_counts=state.errors.counts(),
         errors_uri=join_uri(job.output, ERRORS_NAME) if job.errors_file else None,
         counts=counts,

@@ -23,6 +23,9 @@ Schema (keys of ``_batchcast_summary.json``):
   ["record_errors"]`` counts all of them.
 - ``error_counts``: exact counts of every record error, ``by_field`` (field -> count) and
   ``by_file`` (input URI -> count).
+- ``file_errors``: ``{"uri", "message"}`` for each input that could not be read at all (a
+  corrupt or truncated gzip stream): under ``record`` and ``fail-file`` that file alone
+  fails (no ``.out``, its ``files`` entry has ``error``), the others finish, the job fails.
 - ``errors_file``: with ``--errors-file``, the URI of ``_batchcast_errors.jsonl``, which holds
   every record error (one ``errors`` entry a line); else null.
 - ``job``: the job's configuration (:meth:`TransformJob.describe`); ``cluster``: the Ray
@@ -67,6 +70,7 @@ class JobSummary:
     cluster: dict[str, Any] = field(default_factory=dict)
     summary_uri: str | None = None
     error_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    file_errors: list[dict[str, Any]] = field(default_factory=list)
     errors_uri: str | None = None
 
     @property
@@ -84,6 +88,7 @@ class JobSummary:
             "files": self.files,
             "errors": self.errors,
             "error_counts": self.error_counts,
+            "file_errors": self.file_errors,
             "errors_file": self.errors_uri,
             "job": self.job,
             "cluster": self.cluster,

@@ -39,6 +39,7 @@ class FileWriter:
         series: valid records so far, whether or not they get written.
         errors: record errors so far.
         status: see ``FILE_STATUSES``.
+        error: why the input itself could not be read (a corrupt gzip stream), or None.
     """
 
     obj: InputObject
@@ -49,6 +50,7 @@ class FileWriter:
     series: int = 0
     errors: int = 0
     status: str = "pending"
+    error: str | None = None
     _sink: Sink | None = None
 
     def append(self, result: ShardResult) -> list[RecordError]:
@@ -94,14 +96,20 @@ class FileWriter:
         """
         if self.status != "pending":
             return
-        self.status = "failed" if self.errors else "aborted"
+        self.status = "failed" if self.errors or self.error else "aborted"
         if self._sink is not None:
             sink, self._sink = self._sink, None
             sink.abort()
 
+    def fail(self, reason: str) -> None:
+        """The input cannot be read (its bytes are damaged): no ``.out``, status ``failed``,
+        ``reason`` kept for the summary. Later shards of the file are only counted."""
+        self.error = reason
+        self.abort()
+
     def describe(self) -> dict[str, Any]:
-        """The file's entry in the job summary."""
-        return {
+        """The file's entry in the job summary (``error`` only for an unreadable input)."""
+        entry = {
             "input": self.obj.uri,
             "output": self.uri if self.status == "committed" else None,
             "status": self.status,
@@ -109,3 +117,6 @@ class FileWriter:
             "series": self.series,
             "errors": self.errors,
         }
+        if self.error is not None:
+            entry["error"] = self.error
+        return entry

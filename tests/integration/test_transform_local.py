@@ -505,33 +505,72 @@ def test_a_worker_killed_mid_job_changes_nothing_in_the_output(
     assert _summary_file(output)["counts"]["worker_restarts"] >= 1
 
 
-def test_an_unreadable_shard_fails_the_job_cleanly(
-    tiny_model: str, plain_inputs: Path, tmp_path: Path
-) -> None:
+def _truncated_inputs(root: Path, plain_inputs: Path) -> Path:
     # A truncated gzip file sorted first: its one shard decompresses a few MB, then fails
-    # inside a worker, by which time a.jsonl's output is open and being written. The job
-    # raises, aborts that output, writes a Failed summary and kills its workers.
-    root = tmp_path / "in"
+    # inside a worker, by which time a.jsonl's output is open and being written.
     root.mkdir()
     data = b"".join(line + b"\n" for line in dumps(inference_records(1000, seed=45)) * 10)
     (root / "0-truncated.jsonl.gz").write_bytes(gzip.compress(data)[:-100])
     shutil.copy(plain_inputs / "a.jsonl", root / "a.jsonl")
+    return root
+
+
+def test_a_truncated_gzip_file_fails_alone_under_fail_file(
+    tiny_model: str,
+    plain_inputs: Path,
+    clean_run: tuple[JobSummary, dict[str, bytes]],
+    tmp_path: Path,
+) -> None:
+    # SPEC §4's fail-file: a bad file gets no .out, the other files finish, the job fails.
+    # Damaged bytes are the file's fault like a bad record, so the default follows that rule
+    # (it used to abort the whole job and drop a.jsonl's finished output).
+    root = _truncated_inputs(tmp_path / "in", plain_inputs)
+    output = tmp_path / "out"
+    summary = transform(tiny_model, str(root), str(output), shard_mb=SHARD_MB, name="unreadable")
+    assert summary.status == "Failed"
+    on_disk = _summary_file(output)
+    truncated = str(root / "0-truncated.jsonl.gz")
+    [file_error] = on_disk["file_errors"]
+    assert file_error["uri"] == truncated
+    assert file_error["message"].startswith("CorruptInputError: ")
+    assert on_disk["failure_reason"].startswith("1 unreadable file(s), first ")
+    statuses = {Path(f["input"]).name: f["status"] for f in on_disk["files"]}
+    assert statuses == {"0-truncated.jsonl.gz": "failed", "a.jsonl": "committed"}
+    assert read_outputs(output) == {"a.jsonl.out": clean_run[1]["a.jsonl.out"]}
+    assert hidden_files(output) == []
+
+
+def test_a_truncated_gzip_file_stops_a_fail_fast_job_cleanly(
+    tiny_model: str, plain_inputs: Path, tmp_path: Path
+) -> None:
+    # fail-fast: the job raises, aborts a.jsonl's open output, writes a Failed summary and
+    # kills its workers.
+    root = _truncated_inputs(tmp_path / "in", plain_inputs)
     output = tmp_path / "out"
     with pytest.raises(ShardError, match=r"0-truncated\.jsonl\.gz"):
-        transform(tiny_model, str(root), str(output), shard_mb=SHARD_MB, name="unreadable")
+        transform(
+            tiny_model,
+            str(root),
+            str(output),
+            shard_mb=SHARD_MB,
+            name="unreadable-fast",
+            on_error="fail-fast",
+        )
     on_disk = _summary_file(output)
     assert on_disk["status"] == "Failed"
     # The reason is the cause's own type and text (which file, why), not the wrapper's.
     assert on_disk["failure_reason"].startswith("CorruptInputError: ")
     assert "0-truncated.jsonl.gz" in on_disk["failure_reason"]
-    statuses = {Path(f["input"]).name: (f["status"], f["lines"] > 0) for f in on_disk["files"]}
-    assert statuses["a.jsonl"] == ("aborted", True)  # it was being written when the job failed
+    statuses = {Path(f["input"]).name: f["status"] for f in on_disk["files"]}
+    # Pending when the job failed (whether or not its first shards were written yet: that is
+    # the workers' timing), so aborted: no .out and no temporary file.
+    assert statuses["a.jsonl"] == "aborted"
     assert read_outputs(output) == {}
-    assert hidden_files(output) == []  # ... and its temporary file is gone
+    assert hidden_files(output) == []
     deadline = time.monotonic() + 10
-    while worker_actor_names("unreadable") and time.monotonic() < deadline:
+    while worker_actor_names("unreadable-fast") and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert worker_actor_names("unreadable") == []
+    assert worker_actor_names("unreadable-fast") == []
 
 
 def test_more_workers_than_cpus_are_capped_instead_of_waiting_forever(
