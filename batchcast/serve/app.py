@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from batchcast.errors import BatchcastError, ConfigError, RecordError
@@ -257,6 +258,14 @@ def create_app(settings: ServeSettings, *, state: ServeState | None = None) -> F
             else settings.max_payload_mb,
         }
     )
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        # An unknown route or method answers in the documented error form too, not FastAPI's
+        # {"detail": ...}; a 405 keeps its Allow header.
+        message = f"{request.method} {request.url.path}: {exc.detail}"
+        body = orjson.dumps({"error": {"field": "$", "message": message}})
+        return Response(body, status_code=exc.status_code, media_type=JSON, headers=exc.headers)
 
     @app.get("/ping")
     async def ping() -> Response:

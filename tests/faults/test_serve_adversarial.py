@@ -204,3 +204,30 @@ def test_sigterm_with_requests_in_flight_answers_them_and_exits_0_promptly(model
     assert len(finished) == 2, "\n".join(host.log[-20:])
     assert exited - max(finished) < 1.5, f"exited {exited - max(finished):.1f} s after the drain"
     assert took < 30.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Routes that do not exist
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/invocations", 405),
+        ("PUT", "/invocations", 405),
+        ("POST", "/ping", 405),
+        ("GET", "/nope", 404),
+        ("POST", "/invocations/../admin", 404),
+    ],
+)
+def test_unknown_routes_and_methods_answer_the_documented_error(
+    client: httpx.Client, method: str, path: str, status: int
+) -> None:
+    response = client.request(method, path, content=b"{}")
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()["error"]
+    assert error["field"] == "$"
+    assert method in error["message"]
+    if status == 405:
+        assert response.headers["allow"]
