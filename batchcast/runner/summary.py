@@ -125,7 +125,7 @@ class JobSummary:
             f"  {c['lines']:,} lines, {c['series']:,} series forecast, "
             f"{c['record_errors']:,} record error(s)",
             f"  {total:.1f}s in all (Ray start-up {t.get('ray_init_s') or 0.0:.1f}s), "
-            f"{t.get('series_per_s') or 0.0:,.0f} series/s, {c['workers']} worker(s)",
+            f"{_rate(t.get('series_per_s'))} series/s, {c['workers']} worker(s)",
         ]
         if self.failure_reason:
             lines.append(f"  reason: {self.failure_reason}")
@@ -184,6 +184,12 @@ class ErrorLog:
             sink.commit()
         else:
             sink.abort()
+
+
+def _rate(value: float | None) -> str:
+    """A rate for people: whole numbers, but 0.3 (not 0) for a job of a handful of series."""
+    value = value or 0.0
+    return f"{value:,.0f}" if value >= 10 else f"{value:.2g}"
 
 
 def write_summary(summary: JobSummary, *, quiet: bool) -> None:
