@@ -22,7 +22,7 @@ from batchcast.runner.online import predict_request
 from batchcast.runner.processor import ShardProcessor, WorkerOptions
 from batchcast.runner.summary import JobSummary
 
-__all__ = ["METRICS_NAME", "import_gluonts", "predict", "train", "transform"]
+__all__ = ["METRICS_NAME", "import_gluonts", "predict", "predict_body", "train", "transform"]
 
 METRICS_NAME = "metrics.json"
 
@@ -131,6 +131,23 @@ def predict(
             ``configuration`` overrides it key by key.
         seed: the generator seed.
     """
+    result: dict[str, Any] = orjson.loads(
+        predict_body(model, request, inference=inference, seed=seed)
+    )
+    return result
+
+
+def predict_body(
+    model: str | ShardProcessor,
+    request: Mapping[str, Any],
+    *,
+    inference: InferenceConfig | None = None,
+    seed: int = 0,
+    accept: str | None = None,
+) -> bytes:
+    """:func:`predict`'s answer as the response body an endpoint sends: ``accept`` as an
+    ``Accept`` header (default ``application/json``: ``{"predictions": [...]}``;
+    ``application/jsonlines``: one object per instance; ``text/csv``: one row per instance)."""
     processor = (
         model
         if isinstance(model, ShardProcessor)
@@ -144,9 +161,7 @@ def predict(
             ),
         )
     )
-    response = predict_request(processor, request, seed=seed, inference=inference)
-    result: dict[str, Any] = orjson.loads(response)
-    return result
+    return predict_request(processor, request, seed=seed, inference=inference, accept=accept)
 
 
 def import_gluonts(src: str, *, model_dir: str) -> LoadedModel:

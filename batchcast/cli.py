@@ -21,8 +21,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from batchcast import __version__
 from batchcast.errors import BatchcastError
 from batchcast.report.command import add_parsers as add_report_parsers
@@ -58,10 +56,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from batchcast.api import predict
+    from batchcast.api import predict_body
 
-    response = predict(args.model, read_json(args.request), seed=args.seed)
-    sys.stdout.buffer.write(orjson.dumps(response) + b"\n")
+    body = predict_body(args.model, read_json(args.request), seed=args.seed, accept=args.accept)
+    sys.stdout.buffer.write(body if body.endswith(b"\n") else body + b"\n")
     return 0
 
 
@@ -107,6 +105,11 @@ def _add_small_parsers(sub: Any) -> None:
     p.add_argument("request", nargs="?", default="-", help="request JSON file, or - for stdin")
     p.add_argument(
         "--seed", type=int, default=0, help="sampling seed: the same request, the same answer"
+    )
+    p.add_argument(
+        "--accept",
+        help="the answer's type, as an Accept header: application/json (default, "
+        "{predictions}), application/jsonlines (one object per instance) or text/csv",
     )
     p.set_defaults(func=_cmd_predict)
 

@@ -481,3 +481,38 @@ def test_per_record_thresholds_through_predict(
     missing = [dict(INSTANCES[0])]
     with pytest.raises(RecordError, match="stock"):
         predict(model_dir, {"instances": missing})
+
+
+def test_cli_accept_csv_gives_the_json_answers_values(model_dir: str, tmp_path: Path) -> None:
+    import csv
+    import io
+
+    request = tmp_path / "request.json"
+    request.write_bytes(orjson.dumps({"instances": INSTANCES[:3]}))
+    runs = {
+        accept: subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "batchcast",
+                "predict",
+                "--model",
+                model_dir,
+                str(request),
+                "--accept",
+                accept,
+            ],
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )
+        for accept in ("application/json", "text/csv")
+    }
+    assert all(r.returncode == 0 for r in runs.values()), runs["text/csv"].stderr
+    predictions = orjson.loads(runs["application/json"].stdout)["predictions"]
+    rows = list(csv.reader(io.StringIO(runs["text/csv"].stdout.decode())))
+    assert len(rows) == len(predictions) == 3
+    for row, prediction in zip(rows, predictions, strict=True):
+        quantiles = list(prediction["quantiles"].values())
+        assert [orjson.loads(c) for c in row[: len(quantiles)]] == quantiles
+        assert orjson.loads(row[-1]) == prediction["mean"]
