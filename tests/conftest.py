@@ -1,8 +1,10 @@
 """Shared fixtures: a real S3 endpoint on loopback (moto's HTTP server), never patched boto.
 
-``s3_server`` starts once per session and points the standard AWS variables at it in
-``os.environ``, so everything (boto3, smart_open, Ray workers started later) reaches it the
-way it would reach real S3. ``s3_bucket`` gives each test a fresh, empty bucket.
+``ray_local`` is a private 2-CPU local Ray for the module that asks for it (yielding its GCS
+address), never a cluster found on the machine. ``s3_server`` starts once per session and
+points the standard AWS variables at it in ``os.environ``, so everything (boto3, smart_open,
+Ray workers started later) reaches it the way it would reach real S3. ``s3_bucket`` gives
+each test a fresh, empty bucket.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from local_ray import start_local_ray
 
 _AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -69,3 +72,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("cuda"):
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def ray_local() -> Iterator[str]:
+    """A private 2-CPU local Ray shared by the tests of one module; its GCS address."""
+    yield from start_local_ray()

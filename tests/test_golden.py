@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import gzip
 import json
-import logging
 import math
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,25 +32,6 @@ from batchcast.models import save_model
 from batchcast.synthetic import synthetic_records
 
 SHARD_MB = 0.002  # ~2 KB: several shards per file, finishing in any order
-
-
-@pytest.fixture(scope="module")
-def ray_local() -> Iterator[None]:
-    """A private 2-CPU local Ray for this module."""
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-    saved = os.environ.pop("RAY_ADDRESS", None)
-    try:
-        ray.init(
-            address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING
-        )
-        yield
-    finally:
-        ray.shutdown()
-        if saved is not None:
-            os.environ["RAY_ADDRESS"] = saved
 
 
 @pytest.fixture(scope="module")

@@ -8,55 +8,14 @@ A real local Ray shared by the module, a tiny trained model, real files.
 from __future__ import annotations
 
 import gzip
-import logging
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
-import ray
 
-from batchcast.api import train, transform
+from batchcast.api import transform
 from batchcast.cli import main
 from batchcast.synthetic import synthetic_records, write_jsonl
-
-TINY_HYPERPARAMETERS = {
-    "time_freq": "H",
-    "context_length": "12",
-    "prediction_length": "6",
-    "epochs": "1",
-    "num_cells": "8",
-    "num_layers": "1",
-    "mini_batch_size": "16",
-}
-
-
-@pytest.fixture(scope="module")
-def ray_local() -> Iterator[None]:
-    """A private 2-CPU local Ray for this module."""
-    if ray.is_initialized():
-        ray.shutdown()
-    saved = os.environ.pop("RAY_ADDRESS", None)
-    try:
-        ray.init(
-            address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING
-        )
-        yield
-    finally:
-        ray.shutdown()
-        if saved is not None:
-            os.environ["RAY_ADDRESS"] = saved
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    folder = tmp_path_factory.mktemp("tiny-model")
-    records = synthetic_records(48, freq="H", length=(30, 60), seed=1)
-    data = write_jsonl(folder / "train.jsonl", records)
-    model_dir = str(folder / "model")
-    train(str(data), hyperparameters=TINY_HYPERPARAMETERS, model_dir=model_dir, seed=0)
-    return model_dir
 
 
 def _inputs(root: Path) -> Path:

@@ -10,67 +10,26 @@ peak RSS is the driver's own.
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-import ray
 
-from batchcast.api import train, transform
+from batchcast.api import transform
 from batchcast.cli import main
 from batchcast.errors import ConfigError
 from batchcast.runner.summary import ERRORS_NAME, SUMMARY_NAME
-from batchcast.synthetic import synthetic_records, write_jsonl
 
-TINY_HYPERPARAMETERS = {
-    "time_freq": "H",
-    "context_length": "12",
-    "prediction_length": "6",
-    "epochs": "1",
-    "num_cells": "8",
-    "num_layers": "1",
-    "mini_batch_size": "16",
-}
 BAD_LINES = 200_000
 # The driver's peak RSS growth over the job. Measured on 2 cores with 200k lines of "{}",
 # workers=1, shard_mb=0.05: every error held (before the fix) +343 MB (summary 42 MB);
 # the first 1000 held +155 MB (what Ray's client and the window of held shards cost; the
 # same at 600k lines). 250 MB sits between the two.
 MAX_GROWTH_MB = 250
-
-
-@pytest.fixture(scope="module")
-def ray_local() -> Iterator[str]:
-    """A private 2-CPU local Ray for this module; its GCS address."""
-    if ray.is_initialized():
-        ray.shutdown()
-    saved = os.environ.pop("RAY_ADDRESS", None)
-    try:
-        ray.init(
-            address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING
-        )
-        yield str(ray.get_runtime_context().gcs_address)
-    finally:
-        ray.shutdown()
-        if saved is not None:
-            os.environ["RAY_ADDRESS"] = saved
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    folder = tmp_path_factory.mktemp("tiny-model")
-    data = write_jsonl(
-        folder / "train.jsonl", synthetic_records(48, freq="H", length=(30, 60), seed=1)
-    )
-    model_dir = str(folder / "model")
-    train(str(data), hyperparameters=TINY_HYPERPARAMETERS, model_dir=model_dir, seed=0)
-    return model_dir
 
 
 def _summary(output: Path) -> dict[str, Any]:

@@ -10,7 +10,6 @@ another's Ray. A module that needs S3 asks for ``s3_server`` *before* Ray starts
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +18,9 @@ from transform_harness import (
     CARDINALITY,
     NUM_DYNAMIC_FEAT,
     TINY_HYPERPARAMETERS,
-    start_local_ray,
 )
 
 from batchcast.synthetic import synthetic_records, write_jsonl
-
-
-@pytest.fixture(scope="module")
-def ray_local() -> Iterator[None]:
-    """A real local Ray (2 CPUs) shared by the tests of one module."""
-    yield from start_local_ray()
 
 
 def _train(folder: Path, records: Any) -> str:

@@ -33,7 +33,7 @@ SHARD_MB = 0.002
 
 
 @pytest.fixture(scope="module")
-def ray_local(s3_server: str) -> Iterator[None]:
+def ray_local(s3_server: str) -> Iterator[str]:
     """This module's Ray, started after the S3 endpoint variables are in the environment."""
     yield from start_local_ray()
 

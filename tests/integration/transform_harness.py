@@ -1,14 +1,16 @@
-"""Helpers and constants for the integration tests (imported by conftest and the test modules)."""
+"""Helpers and constants for the integration tests (imported by conftest and the test modules).
+
+``start_local_ray`` is re-exported from tests/local_ray.py for the modules that start their
+Ray after a fixture of their own.
+"""
 
 from __future__ import annotations
 
-import logging
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
+from local_ray import start_local_ray as start_local_ray  # re-exported
 
 from batchcast.synthetic import synthetic_records
 
@@ -69,24 +71,3 @@ def read_outputs(folder: Path) -> dict[str, bytes]:
 def hidden_files(folder: Path) -> list[Path]:
     """Dot-files under ``folder``: a writer's temporary files, which must never stay behind."""
     return list(folder.rglob(".*"))
-
-
-def start_local_ray() -> Iterator[None]:
-    """``ray.init`` a private 2-CPU Ray for one module; shut it down afterwards."""
-    import ray
-
-    if ray.is_initialized():  # a module before this one leaked its Ray: do not share it
-        ray.shutdown()
-    # RAY_ADDRESS would make ray.init join some other cluster instead of starting its own.
-    saved = os.environ.pop("RAY_ADDRESS", None)
-    try:
-        # address="local": a new Ray of our own, never one found on the machine (ray.init()
-        # alone would join a `ray start` cluster, or fail on the address file of a dead one).
-        ray.init(
-            address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING
-        )
-        yield
-    finally:
-        ray.shutdown()
-        if saved is not None:
-            os.environ["RAY_ADDRESS"] = saved

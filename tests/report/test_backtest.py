@@ -8,9 +8,6 @@ The metrics are checked against an independent reading of the same files: the tr
 from __future__ import annotations
 
 import argparse
-import logging
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,25 +28,6 @@ TINY = {
     "num_layers": "1",
     "mini_batch_size": "16",
 }
-
-
-@pytest.fixture(scope="module")
-def ray_local() -> Iterator[None]:
-    """A private local Ray with 2 CPUs for this module, never one found on the machine."""
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-    saved = os.environ.pop("RAY_ADDRESS", None)
-    try:
-        ray.init(
-            address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING
-        )
-        yield
-    finally:
-        ray.shutdown()
-        if saved is not None:
-            os.environ["RAY_ADDRESS"] = saved
 
 
 @pytest.fixture(scope="module")

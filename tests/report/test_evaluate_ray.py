@@ -3,11 +3,9 @@ in file order: the same result as in process, per-series rows included."""
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,25 +15,6 @@ from report_cases import write_case
 
 from batchcast.errors import ConfigError
 from batchcast.report.evaluate import evaluate
-
-
-@pytest.fixture(scope="module")
-def ray_local() -> Iterator[None]:
-    """A private 2-CPU local Ray for this module (evaluate joins a running one)."""
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-    saved = os.environ.pop("RAY_ADDRESS", None)
-    try:
-        ray.init(
-            address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING
-        )
-        yield
-    finally:
-        ray.shutdown()
-        if saved is not None:
-            os.environ["RAY_ADDRESS"] = saved
 
 
 @pytest.fixture(scope="module")
