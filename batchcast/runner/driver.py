@@ -321,7 +321,7 @@ class _Run:
             errors = output.append(shard_result)
             if output.status == "failed" and errors and output.errors == len(errors):
                 self.files_done += 1  # its first error failed it: it is done
-            self.errors.add(errors)
+            self.errors.add(errors, file_index=result.file_index)
             if output.status != "failed":  # the job's count: forecasts written
                 self.series += shard_result.num_series
             if errors and self.job.on_error == "fail-fast":

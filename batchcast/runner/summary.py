@@ -36,6 +36,7 @@ Local paths are absolute throughout (the job makes them so).
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -138,6 +139,10 @@ class ErrorLog:
     """A job's record errors in bounded memory: the first ``limit`` kept for the summary,
     every one counted by field and by file, and, with a sink, every one streamed to it.
 
+    "First" is in input order (file, then line), not in the order shards happen to finish,
+    so the same job lists the same errors whatever its workers' timing: a heap keeps the
+    ``limit`` smallest (file index, line) seen so far.
+
     Millions of bad lines must not become millions of objects on the driver (2M lines of
     ``{}`` once took it to 7.4 GB): past the limit an error costs two counter increments and
     one encoded line written to the sink.
@@ -146,13 +151,18 @@ class ErrorLog:
     def __init__(self, limit: int, sink: Sink | None = None) -> None:
         self.limit = limit
         self.sink = sink
-        self.listed: list[dict[str, Any]] = []
+        self._kept: list[tuple[int, int, int, dict[str, Any]]] = []  # max-heap: negated keys
+        self._seen = 0  # tie-breaker, so that dicts are never compared
         self.total = 0
         self.by_field: Counter[str] = Counter()
         self.by_file: Counter[str] = Counter()
 
-    def add(self, errors: Sequence[RecordError]) -> None:
-        """Count, keep (up to the limit) and stream ``errors`` (numbered in their file).
+    def add(self, errors: Sequence[RecordError], *, file_index: int) -> None:
+        """Count, keep (the first ``limit`` in input order) and stream ``errors``.
+
+        Args:
+            errors: one file's errors, numbered in their file.
+            file_index: that file's place in the job's input order.
 
         Raises:
             OutputError: when the errors file cannot be written.
@@ -162,10 +172,24 @@ class ErrorLog:
             self.by_field[error.field] += 1
             self.by_file[error.uri] += 1
             entry = error.to_dict()
-            if len(self.listed) < self.limit:
-                self.listed.append(entry)
+            self._keep(-file_index, -error.line, entry)
             if self.sink is not None:
                 self.sink.write(orjson.dumps(entry) + b"\n")
+
+    def _keep(self, neg_file: int, neg_line: int, entry: dict[str, Any]) -> None:
+        if self.limit == 0:
+            return
+        self._seen += 1
+        item = (neg_file, neg_line, -self._seen, entry)
+        if len(self._kept) < self.limit:
+            heapq.heappush(self._kept, item)
+        elif item[:3] > self._kept[0][:3]:  # earlier in input order than the latest kept
+            heapq.heapreplace(self._kept, item)
+
+    @property
+    def listed(self) -> list[dict[str, Any]]:
+        """The kept errors, in input order (file, then line)."""
+        return [entry for *_, entry in sorted(self._kept, reverse=True)]
 
     def counts(self) -> dict[str, dict[str, int]]:
         """``{"by_field": ..., "by_file": ...}``, exact, for the summary."""
