@@ -13,8 +13,9 @@ Routes:
 
 Errors are ``{"error": {"line"|"instance": N, "field": ..., "message": ...}}`` (the number
 only for a bad record): 400 bad body or record, 413 body over ``MaxPayloadInMB``, 415
-content type, 406 accept, 500 an internal error (logged with its traceback). None of them
-stops the server.
+content type, 406 accept, 408 a body that did not arrive within ``body_timeout_s`` (the
+connection is closed after it), 500 an internal error (logged with its traceback). None of
+them stops the server.
 
 Decisions where SageMaker leaves room: a missing ``Content-Type`` is JSON Lines (SPEC.md §8's
 default input); a missing ``Accept``, ``*/*`` or ``application/*`` answers in the request's
@@ -83,11 +84,14 @@ MAX_REQUEST_ROWS = 1 << 22
 class _RefusedError(Exception):
     """A request the server will not answer: becomes an error response (never raised out)."""
 
-    def __init__(self, status: int, message: str, *, field: str = "$") -> None:
+    def __init__(self, status: int, message: str, *, field: str = "$", close: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.field = field
         self.message = message
+        # The connection cannot carry another request (the body's end never came): say so,
+        # and the host closes it after the answer.
+        self.close = close
 
 
 @dataclass
@@ -191,24 +195,38 @@ def _error_body(error: RecordError | _RefusedError | BatchcastError, form: str |
     return orjson.dumps({"error": payload})
 
 
-def _error(status: int, body: bytes) -> Response:
-    return Response(body, status_code=status, media_type=JSON)
+def _error(status: int, body: bytes, *, close: bool = False) -> Response:
+    headers = {"connection": "close"} if close else None
+    return Response(body, status_code=status, media_type=JSON, headers=headers)
 
 
-async def _read_body(request: Request, limit_mb: float) -> bytes:
+async def _read_body(request: Request, limit_mb: float, timeout_s: float) -> bytes:
     """The body, refused with 413 past ``limit_mb`` MiB (the rest is read and dropped, so
-    the client, still sending, sees the answer instead of a reset connection)."""
+    the client, still sending, sees the answer instead of a reset connection), and with 408
+    when it has not all arrived within ``timeout_s`` (a slow or stalled sender)."""
     limit = int(limit_mb * MIB)
     declared = request.headers.get("content-length", "")
     too_big = declared.isdigit() and int(declared) > limit
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            too_big = True
-        if not too_big:
-            chunks.append(chunk)
+    try:
+        # One deadline for the whole body, not one per chunk: a client trickling a byte
+        # every few seconds would reset a per-chunk timer forever (slowloris).
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    too_big = True
+                if not too_big:
+                    chunks.append(chunk)
+    except TimeoutError:
+        raise _RefusedError(
+            408,
+            f"the request body did not arrive within {timeout_s:g} s ({size} bytes of "
+            f"{declared or 'an unknown length'} received)",
+            field="$",
+            close=True,
+        ) from None
     if too_big:
         raise _RefusedError(
             413,
@@ -298,7 +316,7 @@ def create_app(settings: ServeSettings, *, state: ServeState | None = None) -> F
                     field="Accept",
                 )
             try:
-                body = await _read_body(request, settings.max_payload_mb)
+                body = await _read_body(request, settings.max_payload_mb, settings.body_timeout_s)
             except ClientDisconnect:  # the client hung up mid-body: nothing to answer
                 return Response(status_code=CLIENT_GONE)
             if state.batcher is None:  # echo: the HTTP ceiling, no model
@@ -325,7 +343,7 @@ def create_app(settings: ServeSettings, *, state: ServeState | None = None) -> F
             )
             return Response(payload, media_type=accept)
         except _RefusedError as refused:
-            return _error(refused.status, _error_body(refused, form))
+            return _error(refused.status, _error_body(refused, form), close=refused.close)
         except BatchcastError as err:  # a bad body, configuration or record: the client's
             return _error(400, _error_body(err, form))
         except Exception as err:

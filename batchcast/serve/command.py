@@ -111,6 +111,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--graceful-timeout", type=float, help="seconds requests may take after SIGTERM (25)"
     )
     p.add_argument(
+        "--body-timeout",
+        type=float,
+        help="seconds a request body may take to arrive, then 408 (60: SageMaker's invocation "
+        "timeout)",
+    )
+    p.add_argument(
         "--echo",
         action="store_true",
         help="diagnostics: answer /invocations with its body, no model (the HTTP ceiling)",
@@ -154,6 +160,7 @@ def run_serve(args: argparse.Namespace) -> int:
         device=args.device,
         echo=args.echo or None,
         graceful_timeout_s=args.graceful_timeout,
+        body_timeout_s=args.body_timeout,
         autoscale=None if args.autoscale is None else parse_range(args.autoscale),
         max_ongoing_requests=args.max_ongoing_requests,
     )

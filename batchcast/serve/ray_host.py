@@ -111,6 +111,7 @@ _BUILDER_ARGS = {
     "batch_rows": int,
     "batch_wait_ms": float,
     "autoscale": str,
+    "body_timeout_s": float,
 }
 
 
@@ -120,7 +121,8 @@ def app_builder(args: Mapping[str, Any]) -> Application:
     Args:
         args: the config's ``args``: ``model`` (required), ``workers``, ``max_payload_mb``,
             ``max_concurrent_transforms``, ``seed``, ``device``, ``max_ongoing_requests``,
-            ``batch_rows``, ``batch_wait_ms``, ``autoscale`` (``"MIN-MAX"``). The rest comes
+            ``batch_rows``, ``batch_wait_ms``, ``autoscale`` (``"MIN-MAX"``),
+            ``body_timeout_s``. The rest comes
             from the environment, as for ``batchcast serve`` (``DEEPAR_INFERENCE_CONFIG``,
             ``SAGEMAKER_MAX_PAYLOAD_IN_MB``; set them in the config's ``runtime_env``).
 

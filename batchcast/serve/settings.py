@@ -41,6 +41,9 @@ DEFAULT_MODEL = "/opt/ml/model"  # where SageMaker unpacks a model's artifact
 DEFAULT_PORT = 8080
 # SageMaker kills a container 30 s after SIGTERM; leave time for the process to exit.
 DEFAULT_GRACEFUL_TIMEOUT_S = 25.0
+# SageMaker's invocation timeout: a request body that has not arrived by then never will in
+# time for SageMaker to take the answer.
+DEFAULT_BODY_TIMEOUT_S = 60.0
 # One forecast chunk of the sampler (batchcast.forecast.sampling.DEFAULT_MAX_ROWS): 64 series
 # of 100 paths. A larger batch only adds latency to the small requests in it.
 DEFAULT_BATCH_ROWS = 6400
@@ -99,6 +102,11 @@ class ServeSettings:
         echo: diagnostics: answer ``/invocations`` with its body, without a model; measures
             a deployment's HTTP ceiling.
         graceful_timeout_s: after SIGTERM, how long requests in flight may take.
+        body_timeout_s: how long a request's body may take to arrive, from the handler's
+            first read; then 408 and the connection closes. Bounds a client that sends its
+            headers and then trickles (or stops sending) its body, which would otherwise
+            hold a connection (uvicorn) or a replica's request slot (Ray Serve) forever:
+            uvicorn's timeouts cover idle connections only.
         autoscale: Ray Serve only: (min, max) replicas, scaled on requests in flight; None:
             a fixed ``workers`` replicas.
         max_ongoing_requests: Ray Serve only: requests a replica takes at once; None: two
@@ -118,6 +126,7 @@ class ServeSettings:
     device: str = "cpu"
     echo: bool = False
     graceful_timeout_s: float = DEFAULT_GRACEFUL_TIMEOUT_S
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
     autoscale: tuple[int, int] | None = None
     max_ongoing_requests: int | None = None
 
@@ -136,6 +145,8 @@ class ServeSettings:
             )
         if self.graceful_timeout_s < 0:
             raise ConfigError(f"graceful_timeout_s must be >= 0, got {self.graceful_timeout_s}")
+        if not self.body_timeout_s > 0:
+            raise ConfigError(f"body_timeout_s must be > 0, got {self.body_timeout_s}")
         if self.autoscale is not None:
             lo, hi = self.autoscale
             if not 0 <= lo <= hi or hi < 1:

@@ -33,6 +33,7 @@ from serve_cases import (  # the serve tests' helpers: tiny model, real host
 pytestmark = pytest.mark.slow
 
 JSON = {"content-type": "application/json"}
+BODY_TIMEOUT_S = 2.0
 LINES = {"content-type": "application/jsonlines"}
 
 
@@ -44,7 +45,8 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="module")
 def server(model: str) -> Iterator[Server]:
     env = {"DEEPAR_INFERENCE_CONFIG": orjson.dumps(ENV_INFERENCE).decode()}
-    running = start_uvicorn(model, workers=1, env=env)
+    # A short body timeout, so that the slow-client tests see it; the others send promptly.
+    running = start_uvicorn(model, workers=1, env=env, args=["--body-timeout", str(BODY_TIMEOUT_S)])
     yield running
     assert stop_uvicorn(running) == 0
 
@@ -131,6 +133,63 @@ def test_requests_whose_clients_left_are_not_forecast(server: Server, client: ht
     assert len(dropped) >= 3, "\n".join(lines)
 
 
+def _read_until_closed(sock: socket.socket, timeout: float) -> bytes:
+    """Everything the server sends until it closes the connection (fails past ``timeout``)."""
+    sock.settimeout(timeout)
+    return b"".join(iter(lambda: sock.recv(1 << 16), b""))
+
+
+def test_a_body_that_stalls_or_trickles_is_408_and_others_are_served_meanwhile(
+    server: Server, client: httpx.Client
+) -> None:
+    # Slowloris: headers, then part of the body, then nothing (or a byte now and then). Before
+    # the body timeout, each held its connection and its handler for ever; on Ray Serve, one
+    # of a replica's max_ongoing_requests slots.
+    body = orjson.dumps({"instances": [instance(0)]})
+    mark = len(server.log)
+    stalled = [socket.create_connection(_address(server)) for _ in range(3)]
+    for sock in stalled:
+        sock.sendall(_head(len(body)) + body[:10])
+    trickler = socket.create_connection(_address(server))
+    trickler.sendall(_head(len(body)))
+    start = time.monotonic()
+    served = 0
+    for i in range(6):  # while they hang, the server answers others at once
+        if i < len(body) - 10:
+            trickler.sendall(body[i : i + 1])
+        began = time.monotonic()
+        _good(client, i)
+        served += 1
+        assert time.monotonic() - began < BODY_TIMEOUT_S / 2
+        time.sleep(BODY_TIMEOUT_S / 8)
+    answers = [_read_until_closed(sock, 3 * BODY_TIMEOUT_S) for sock in [*stalled, trickler]]
+    waited = time.monotonic() - start
+    for sock in [*stalled, trickler]:
+        sock.close()
+    for answer in answers:
+        head, _, payload = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408 "), answer[:200]
+        assert b"connection: close" in head.lower()
+        error = orjson.loads(payload)["error"]
+        assert f"within {BODY_TIMEOUT_S:g} s" in error["message"], error
+    assert BODY_TIMEOUT_S * 0.9 < waited < BODY_TIMEOUT_S * 3
+    assert served == 6
+    timed_out = [line for line in server.log[mark:] if "POST /invocations 408" in line]
+    assert len(timed_out) == 4, "\n".join(server.log[mark:])
+
+
+def test_a_body_that_arrives_within_the_timeout_is_served(server: Server) -> None:
+    # Slow but steady: the whole body within the limit is answered (the limit is not per chunk).
+    body = orjson.dumps({"instances": [instance(0)]})
+    with socket.create_connection(_address(server)) as sock:
+        sock.sendall(_head(len(body)).replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+        for part in (body[: len(body) // 2], body[len(body) // 2 :]):
+            time.sleep(BODY_TIMEOUT_S / 3)
+            sock.sendall(part)
+        answer = _read_until_closed(sock, 10)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+
+
 # ---------------------------------------------------------------------------------------------
 # Requests that ask for too much
 
@@ -187,9 +246,8 @@ def test_sigterm_with_requests_in_flight_answers_them_and_exits_0_promptly(model
     exited = time.time()
     answers = []
     for sock in sockets:
-        sock.settimeout(30)
         with sock:
-            answers.append(b"".join(iter(lambda s=sock: s.recv(1 << 16), b"")))
+            answers.append(_read_until_closed(sock, 30))
     assert status == 0
     assert [a.split(b"\r\n", 1)[0] for a in answers] == [b"HTTP/1.1 200 OK"] * 8
     assert [a.split(b"\r\n\r\n", 1)[1].count(b"\n") for a in answers] == [2_000] * 8

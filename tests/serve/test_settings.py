@@ -65,6 +65,7 @@ def test_flags_override_the_environment() -> None:
         ({}, {"max_ongoing_requests": 0}, "max_ongoing_requests"),
         ({}, {"max_concurrent_transforms": 0}, "MaxConcurrentTransforms"),
         ({}, {"graceful_timeout_s": -1.0}, "graceful_timeout_s"),
+        ({}, {"body_timeout_s": 0.0}, "body_timeout_s"),
     ],
 )
 def test_invalid_settings_name_what_is_wrong(
@@ -96,6 +97,7 @@ def test_settings_survive_the_trip_to_a_worker() -> None:
         seed=42,
         echo=True,
         graceful_timeout_s=3.0,
+        body_timeout_s=7.5,
         autoscale=(1, 4),
         max_ongoing_requests=17,
     )
@@ -135,10 +137,11 @@ def test_serve_parses_every_flag() -> None:
             "--ray", "--autoscale", "1-3", "--max-ongoing-requests", "9",
             "--inference-config", "{}", "--max-payload-mb", "3", "--max-concurrent-transforms",
             "4", "--batch-rows", "100", "--batch-wait-ms", "0.5", "--no-batching", "--seed", "1",
-            "--device", "cpu", "--graceful-timeout", "5", "--echo",
+            "--device", "cpu", "--graceful-timeout", "5", "--body-timeout", "1.5", "--echo",
         ]
     )  # fmt: skip
     assert (args.model, args.port, args.workers, args.autoscale) == ("m", 0, 2, "1-3")
+    assert args.body_timeout == 1.5
     assert (args.ray, args.no_batching, args.echo) == (True, True, True)
     assert callable(args.func)
 
