@@ -9,6 +9,7 @@ report load and save models through it. It imports no Ray.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -60,12 +61,26 @@ def check_model(uri: str) -> ModelSpec:
     Raises:
         ModelError: as :func:`load_model`.
     """
+    return check_model_digest(uri)[0]
+
+
+def check_model_digest(uri: str) -> tuple[ModelSpec, str]:
+    """:func:`check_model`, and the sha256 of the model's configuration and weights: the
+    model's identity in a job's configuration digest (a model retrained into the same folder
+    is another model, whatever its name).
+
+    Raises:
+        ModelError: as :func:`load_model`.
+    """
     files = read_model_files(uri, MODEL_FILES)
     spec = decode_spec(files, uri=uri)
     if WEIGHTS_NAME not in files:
         decode_model(files, uri=uri)  # raises the "missing" error with the whole message
     check_weights(spec, files[WEIGHTS_NAME], uri=uri)
-    return spec
+    digest = hashlib.sha256()
+    for name in MODEL_FILES:
+        digest.update(hashlib.sha256(files[name]).digest())
+    return spec, digest.hexdigest()
 
 
 def save_model(

@@ -43,6 +43,7 @@ __all__ = [
     "join_uri",
     "open_sink",
     "output_uri",
+    "read_bytes",
     "remove_stale_temp",
     "write_bytes_atomic",
 ]
@@ -271,6 +272,29 @@ def exists(uri: str) -> bool:
     except botocore.exceptions.BotoCoreError as err:
         raise OutputError(uri, f"cannot tell whether it exists: {_cause(err)}") from err
     return True
+
+
+def read_bytes(uri: str) -> bytes | None:
+    """A small object's bytes (a summary, a lock); None when it does not exist.
+
+    Raises:
+        OutputError: when it exists but cannot be read, or S3 cannot say.
+    """
+    try:
+        if not is_s3(uri):
+            with open(local_path(uri), "rb") as f:
+                return f.read()
+        bucket, key = split_s3(uri)
+        body: bytes = s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+        return body
+    except FileNotFoundError:
+        return None
+    except botocore.exceptions.ClientError as err:
+        if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise OutputError(uri, f"cannot read it: {_cause(err)}") from err
+    except _S3_ERRORS as err:
+        raise OutputError(uri, f"cannot read it: {_cause(err)}") from err
 
 
 def remove_stale_temp(output_prefix: str) -> list[str]:

@@ -66,6 +66,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         "assemble_with": args.assemble_with,
         "max_payload_mb": args.max_payload_mb,
         "resume": args.resume or None,
+        "force": args.force or None,
         "shard_mb": args.shard_mb,
         "pipeline": args.pipeline,
         "data_type": args.data_type,
@@ -192,7 +193,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         choices=["S3Prefix", "ManifestFile"],
         help="S3DataType: --input is a prefix/folder/file/glob (S3Prefix, default) or a manifest",
     )
-    t.add_argument("--resume", action="store_true", help="skip inputs whose .out already exists")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip inputs whose .out already exists (only for the same job configuration)",
+    )
+    t.add_argument(
+        "--force",
+        action="store_true",
+        help="take the output even if its lock (_batchcast_lock.json) names another job: for "
+        "the lock of a driver that was killed (on S3; locally a dead job's lock is taken over "
+        "anyway)",
+    )
     t.add_argument(
         "--shard-mb",
         type=float,

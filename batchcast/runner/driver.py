@@ -31,19 +31,29 @@ import os
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+import orjson
 import ray
 from ray.exceptions import RayActorError, RayError
 
 from batchcast.errors import BatchcastError, ConfigError, ShardError
 from batchcast.forecast.config import ModelSpec
+from batchcast.io.lock import Holder, OutputLock
 from batchcast.io.output import EncodedLines
 from batchcast.io.shards import CorruptInputError, Shard, plan_shards
-from batchcast.io.sinks import exists, join_uri, open_sink, output_uri
+from batchcast.io.sinks import (
+    exists,
+    join_uri,
+    open_sink,
+    output_uri,
+    read_bytes,
+    remove_stale_temp,
+)
 from batchcast.io.sources import InputObject, list_inputs
-from batchcast.models import load_spec
+from batchcast.models import check_model_digest
 from batchcast.runner.job import TransformJob
 from batchcast.runner.pool import (
     IN_FLIGHT_PER_WORKER,
@@ -88,8 +98,10 @@ class _Plan:
     shards: list[Shard]
 
 
-def _plan(job: TransformJob) -> _Plan:
+def _plan(job: TransformJob, lock_uri: str) -> _Plan:
     objects = list_inputs(job.input, data_type=job.data_type, exclude=_own_output(job))
+    # An output that is the input folder excludes nothing, but the job's own lock is no input.
+    objects = [o for o in objects if o.uri != lock_uri]
     if job.compression == "Gzip":
         # SageMaker decompresses every object when CompressionType is Gzip, whatever its
         # name; with None, a ".gz" name still reads transparently (SPEC.md §4).
@@ -127,15 +139,73 @@ def run_transform(job: TransformJob, *, progress: bool | None = None) -> JobSumm
         and are listed in ``errors``.
 
     Raises:
-        ConfigError, ModelError: before any record is read, for a bad job or model.
+        ConfigError, ModelError: before any record is read, for a bad job or model;
+            ``OutputInUseError`` (a ConfigError) when another job holds the output, or a
+            ``--resume`` whose configuration differs from the job that wrote the output.
         ShardError: when a shard cannot be processed (unreadable, a worker raised, a worker
             lost ``MAX_ATTEMPTS`` times); a summary with status ``Failed`` and the reason is
             written first.
     """
     started = time.perf_counter()
     job = job.resolved(name=_default_name())
-    spec = load_spec(job.model)  # fail fast on a bad model, before starting workers
-    plan = _plan(job)
+    # A bad model (its config against its weights' shapes) fails here, before Ray starts.
+    spec, model_digest = check_model_digest(job.model)
+    configuration = job.configuration(model_digest)
+    holder = Holder(job.name, configuration=configuration)
+    lock = OutputLock.acquire(job.output, holder, force=job.force)
+    try:
+        _prepare_output(job, lock)
+        return _run_locked(job, spec, lock, started, progress)
+    finally:
+        lock.release()
+
+
+def _prepare_output(job: TransformJob, lock: OutputLock) -> None:
+    """Refuse a ``--resume`` of another configuration; clear what a dead run left.
+
+    The previous configuration is in the dead run's lock (a killed driver writes no summary)
+    or else in the summary of the run that ended.
+
+    Raises:
+        ConfigError: the output was written by a job of another configuration.
+        OutputError: the previous summary or the stale files cannot be read or removed.
+    """
+    if job.resume:
+        previous = lock.previous.configuration if lock.previous is not None else None
+        if previous is None:
+            data = read_bytes(join_uri(job.output, SUMMARY_NAME))
+            previous = _summary_configuration(data) if data is not None else None
+        _check_same_configuration(job, previous, lock.holder.configuration)
+    if job.resume or lock.previous is not None:  # a run died here: its temp files are litter
+        for path in remove_stale_temp(job.output):
+            _log.info("removed %s, left by a run that died", path)
+
+
+def _summary_configuration(data: bytes) -> dict[str, Any] | None:
+    try:
+        value = orjson.loads(data).get("configuration")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _check_same_configuration(
+    job: TransformJob, previous: dict[str, Any] | None, current: dict[str, Any]
+) -> None:
+    if previous is None or previous == current:
+        return  # nothing to compare with (a first run, an older summary), or the same job
+    differ = sorted(k for k in {*previous, *current} if previous.get(k) != current.get(k))
+    raise ConfigError(
+        f"--resume: {job.output} was written by a job with another configuration "
+        f"({', '.join(differ)} differ); resume with that job's settings, or rerun without "
+        "--resume to start over"
+    )
+
+
+def _run_locked(
+    job: TransformJob, spec: ModelSpec, lock: OutputLock, started: float, progress: bool | None
+) -> JobSummary:
+    plan = _plan(job, lock.uri)
     files = {
         i: FileWriter(plan.objects[i], plan.outputs[i], job.on_error, job.assemble_with)
         for i in plan.todo
@@ -150,7 +220,7 @@ def run_transform(job: TransformJob, *, progress: bool | None = None) -> JobSumm
         enabled=progress,
         started=started,
     )
-    state = _Run(job, files, Reassembler(counts), bar, _error_log(job))
+    state = _Run(job, files, Reassembler(counts), bar, _error_log(job), lock)
     failure: BaseException | None = None
     try:
         if plan.shards:  # else (everything resumed, or only empty files) no worker is needed
@@ -160,20 +230,55 @@ def run_transform(job: TransformJob, *, progress: bool | None = None) -> JobSumm
         failure = err
         raise
     finally:
-        # Whatever happened: nothing half-written stays, no actor outlives the job.
-        state.abort_pending()
-        if state.pool is not None:
-            state.pool.close()
-        bar.close()
-        state.seconds["total"] = time.perf_counter() - started
-        workers = state.pool.size if state.pool is not None else 0
-        summary = _summarize(job, plan, state, workers, failure)
-        if failure is None or isinstance(failure, BatchcastError):
-            _close_errors(state.errors, failure)
-            write_summary(summary, quiet=failure is not None)
-        else:
-            state.errors.close(commit=False)  # an interrupt or a bug: no half-told story
+        summary = _finish(job, plan, state, started, failure)
     return summary
+
+
+def _finish(
+    job: TransformJob, plan: _Plan, state: _Run, started: float, failure: BaseException | None
+) -> JobSummary:
+    """Whatever happened: nothing half-written stays, no actor outlives the job, and the
+    summary is written where the output still works. On the way out of a failure no step
+    raises (each is logged instead): the user sees the cause, not a clean-up's error."""
+    pool = state.pool
+    steps = [("abort the unfinished outputs", state.abort_pending)]
+    if pool is not None:
+        steps.append(("stop the workers", pool.close))
+    steps.append(("close the progress line", state.progress.close))
+    for what, step in steps:
+        _quietly(what, step, failure)
+    state.seconds["total"] = time.perf_counter() - started
+    summary = _summarize(job, plan, state, pool.size if pool is not None else 0, failure)
+    if failure is not None and not isinstance(failure, BatchcastError):
+        _quietly("drop the errors file", lambda: state.errors.close(commit=False), failure)
+        return summary  # an interrupt or a bug: no half-told story
+    if failure is None:
+        state.lock.check()  # a job whose output was taken over must not write over its summary
+    elif not _still_owned(state.lock):
+        return summary
+    _close_errors(state.errors, failure)
+    write_summary(summary, quiet=failure is not None)
+    return summary
+
+
+def _quietly(what: str, step: Callable[[], None], failure: BaseException | None) -> None:
+    """Run a clean-up ``step``; while a ``failure`` is on its way out, log its error instead."""
+    if failure is None:
+        step()
+        return
+    try:
+        step()
+    except Exception as err:
+        _log.warning("could not %s: %s: %s", what, type(err).__name__, err)
+
+
+def _still_owned(lock: OutputLock) -> bool:
+    try:
+        lock.check()
+    except BatchcastError as err:
+        _log.warning("no summary written: %s", err)
+        return False
+    return True
 
 
 def _error_log(job: TransformJob) -> ErrorLog:
@@ -236,8 +341,10 @@ class _Run:
         order: Reassembler[ShardResult],
         progress: Progress,
         errors: ErrorLog,
+        lock: OutputLock,
     ) -> None:
         self.job, self.files, self.order, self.progress = job, files, order, progress
+        self.lock = lock
         self.pool: WorkerPool | None = None
         self.cluster: dict[str, Any] = {}
         self.errors = errors
@@ -348,6 +455,7 @@ class _Run:
         self._accept(shard, empty)
 
     def _commit(self, output: FileWriter) -> None:
+        self.lock.check()  # a second job took the output: stop before mixing files with it
         output.commit()
         self.files_done += 1
 
@@ -428,4 +536,5 @@ def _summarize(
         failure_reason=reason,
         cluster=state.cluster,
         summary_uri=join_uri(job.output, SUMMARY_NAME),
+        configuration=state.lock.holder.configuration,
     )

@@ -81,7 +81,10 @@ class TransformJob:
         on_error: ``fail-file`` (SageMaker's rule), ``record`` or ``fail-fast``.
         seed: the job's seed; each shard's generator derives from (seed, file, shard).
         join: DataProcessing and forward_fields.
-        resume: skip inputs whose ``.out`` already exists.
+        resume: skip inputs whose ``.out`` already exists; only for a job of the same
+            :meth:`configuration` as the one that wrote them.
+        force: take the output even when its lock names another job (a killed driver's lock
+            on S3; locally a dead job's lock is taken over without it).
         shard_mb: target shard size; part of the output's identity (fixes batch composition).
         pipeline: ``fused`` (a worker reads, decodes, samples and encodes), ``split`` (decode
             and encode in CPU tasks beside the sampling actor), ``auto`` (split with GPUs).
@@ -121,6 +124,7 @@ class TransformJob:
     seed: int = 0
     join: Join = field(default_factory=Join)
     resume: bool = False
+    force: bool = False
     shard_mb: float = DEFAULT_SHARD_MB
     pipeline: str = "auto"
     name: str = ""
@@ -293,6 +297,19 @@ class TransformJob:
             return max(1, int(available_gpus / self.gpus_per_worker))
         return max(1, available_cpus)
 
+    def configuration(self, model_digest: str) -> dict[str, Any]:
+        """What the output's bytes depend on, for ``--resume``: the model (its files'
+        digest), the input, and every setting that changes a ``.out`` (shards fix batch
+        composition, so ``shard_mb`` is one). Workers, pipeline and the error listing
+        change no byte and are left out.
+        """
+        described = self.describe()
+        keys = (
+            "input", "data_type", "compression", "max_payload_mb", "assemble_with", "inference",
+            "on_error", "seed", "join", "shard_mb", "accept", "response_keys", "precision",
+        )  # fmt: skip
+        return {"model": model_digest, **{k: described[k] for k in keys}}
+
     def describe(self) -> dict[str, Any]:
         """The job as a JSON-ready dict, for the summary."""
         return {
@@ -316,6 +333,7 @@ class TransformJob:
                 "forward_fields": list(self.join.forward_fields),
             },
             "resume": self.resume,
+            "force": self.force,
             "shard_mb": self.shard_mb,
             "pipeline": self.pipeline,
             "name": self.name,

@@ -28,8 +28,11 @@ Schema (keys of ``_batchcast_summary.json``):
   fails (no ``.out``, its ``files`` entry has ``error``), the others finish, the job fails.
 - ``errors_file``: with ``--errors-file``, the URI of ``_batchcast_errors.jsonl``, which holds
   every record error (one ``errors`` entry a line); else null.
-- ``job``: the job's configuration (:meth:`TransformJob.describe`); ``cluster``: the Ray
+- ``job``: the job's settings (:meth:`TransformJob.describe`); ``cluster``: the Ray
   cluster (empty when Ray was not started).
+- ``configuration``: what the outputs' bytes depend on (:meth:`TransformJob.configuration`:
+  the model files' sha256 under ``model``, the input, the settings that change a ``.out``);
+  ``--resume`` refuses to continue a job whose configuration differs.
 
 Local paths are absolute throughout (the job makes them so).
 """
@@ -73,6 +76,7 @@ class JobSummary:
     error_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     file_errors: list[dict[str, Any]] = field(default_factory=list)
     errors_uri: str | None = None
+    configuration: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -92,6 +96,7 @@ class JobSummary:
             "file_errors": self.file_errors,
             "errors_file": self.errors_uri,
             "job": self.job,
+            "configuration": self.configuration,
             "cluster": self.cluster,
         }
 
