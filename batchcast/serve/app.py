@@ -79,6 +79,9 @@ CLIENT_GONE = 499
 # the requests in flight there with it. 4M rows is a 6 MB body of 40,000 small series at 100
 # paths, or one series at 4M paths: tens of seconds of sampling, a few hundred MB at most.
 MAX_REQUEST_ROWS = 1 << 22
+# A body over MaxPayloadInMB is read and dropped up to this many times the limit before its
+# 413, and refused at once (connection closed) beyond: see _read_body.
+DRAIN_FACTOR = 4
 
 
 class _RefusedError(Exception):
@@ -201,40 +204,62 @@ def _error(status: int, body: bytes, *, close: bool = False) -> Response:
 
 
 async def _read_body(request: Request, limit_mb: float, timeout_s: float) -> bytes:
-    """The body, refused with 413 past ``limit_mb`` MiB (the rest is read and dropped, so
-    the client, still sending, sees the answer instead of a reset connection), and with 408
-    when it has not all arrived within ``timeout_s`` (a slow or stalled sender)."""
+    """The body, or an error: 413 past ``limit_mb`` MiB, 408 when it has not all arrived
+    within ``timeout_s`` (a slow or stalled sender).
+
+    A body a little over the limit is read and dropped before the 413, so that the client,
+    still sending, sees the answer instead of a reset connection. One declared (or grown) past
+    :data:`DRAIN_FACTOR` times the limit is refused at once and its connection closed:
+    draining a client that claims a gigabyte would cost the gigabyte, or the whole timeout.
+    """
     limit = int(limit_mb * MIB)
+    drain_limit = DRAIN_FACTOR * limit
     declared = request.headers.get("content-length", "")
-    too_big = declared.isdigit() and int(declared) > limit
+    size = int(declared) if declared.isdigit() else 0
+    if size > drain_limit:
+        raise _too_big(size, limit_mb, limit, close=True)
+    too_big = size > limit
     chunks: list[bytes] = []
-    size = 0
+    received = 0
     try:
         # One deadline for the whole body, not one per chunk: a client trickling a byte
         # every few seconds would reset a per-chunk timer forever (slowloris).
         async with asyncio.timeout(timeout_s):
             async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
+                received += len(chunk)
+                if received > limit:
                     too_big = True
+                    if received > drain_limit:
+                        raise _too_big(received, limit_mb, limit, close=True, at_least=True)
                 if not too_big:
                     chunks.append(chunk)
     except TimeoutError:
+        if too_big:  # its answer is known; what is left of it will not be read
+            raise _too_big(
+                max(size, received), limit_mb, limit, close=True, at_least=not size
+            ) from None
         raise _RefusedError(
             408,
-            f"the request body did not arrive within {timeout_s:g} s ({size} bytes of "
+            f"the request body did not arrive within {timeout_s:g} s ({received} bytes of "
             f"{declared or 'an unknown length'} received)",
             field="$",
             close=True,
         ) from None
     if too_big:
-        raise _RefusedError(
-            413,
-            f"the request body is {max(size, int(declared or 0))} bytes; "
-            f"MaxPayloadInMB is {limit_mb:g} ({limit} bytes)",
-            field="Content-Length",
-        )
+        raise _too_big(max(size, received), limit_mb, limit)
     return b"".join(chunks)
+
+
+def _too_big(
+    size: int, limit_mb: float, limit: int, *, close: bool = False, at_least: bool = False
+) -> _RefusedError:
+    return _RefusedError(
+        413,
+        f"the request body is {'at least ' if at_least else ''}{size} bytes; "
+        f"MaxPayloadInMB is {limit_mb:g} ({limit} bytes)",
+        field="Content-Length",
+        close=close,
+    )
 
 
 def create_app(settings: ServeSettings, *, state: ServeState | None = None) -> FastAPI:

@@ -178,6 +178,20 @@ def test_a_body_that_stalls_or_trickles_is_408_and_others_are_served_meanwhile(
     assert len(timed_out) == 4, "\n".join(server.log[mark:])
 
 
+def test_a_lying_content_length_is_refused_at_once(server: Server, client: httpx.Client) -> None:
+    # Claims 1 GB, sends a little and waits: answered 413 at once and closed, not drained for
+    # a gigabyte (nor left to the body timeout, which answered 408 here before).
+    with socket.create_connection(_address(server)) as sock:
+        sock.sendall(_head(1 << 30) + b'{"instances": [')
+        began = time.monotonic()
+        answer = _read_until_closed(sock, 10)
+    assert time.monotonic() - began < BODY_TIMEOUT_S / 2
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 "), answer[:200]
+    assert orjson.loads(payload)["error"]["field"] == "Content-Length"
+    _good(client)
+
+
 def test_a_body_that_arrives_within_the_timeout_is_served(server: Server) -> None:
     # Slow but steady: the whole body within the limit is answered (the limit is not per chunk).
     body = orjson.dumps({"instances": [instance(0)]})

@@ -179,9 +179,10 @@ def free_port() -> int:
 
 @contextmanager
 def ray_host(
-    model: str, *, workers: int = 2, env: Mapping[str, str] | None = None
+    model: str, *, workers: int = 2, env: Mapping[str, str] | None = None, **overrides: Any
 ) -> Iterator[Server]:
-    """The Ray Serve host in this process: a private local Ray, the app deployed on it."""
+    """The Ray Serve host in this process: a private local Ray, the app deployed on it
+    (``overrides``: :class:`ServeSettings` fields, as the flags would set them)."""
     import ray
     from ray import serve
 
@@ -193,7 +194,7 @@ def ray_host(
     saved = os.environ.pop("RAY_ADDRESS", None)
     port = free_port()
     settings = ServeSettings.from_environment(
-        {**(env or {})}, model=model, host="127.0.0.1", port=port, workers=workers
+        {**(env or {})}, model=model, host="127.0.0.1", port=port, workers=workers, **overrides
     )
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     try:
