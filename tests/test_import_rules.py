@@ -26,7 +26,6 @@ FORBIDDEN = {
 RAY_MODULES = {
     "batchcast/runner/pool.py",
     "batchcast/runner/worker.py",
-    "batchcast/runner/driver.py",
     "batchcast/runner/tasks.py",
     "batchcast/serve/ray_host.py",
 }

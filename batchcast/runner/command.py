@@ -69,6 +69,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         "force": args.force or None,
         "shard_mb": args.shard_mb,
         "pipeline": args.pipeline,
+        "executor": args.executor,
         "data_type": args.data_type,
         "compression": args.compression,
         "name": args.job_name,
@@ -215,6 +216,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         choices=["auto", "fused", "split"],
         help="fused: a worker reads, decodes, samples and encodes; split: decode and encode in "
         "CPU tasks beside the sampling actor (the GPU path); auto (default): split with GPUs",
+    )
+    t.add_argument(
+        "--executor",
+        choices=["auto", "local", "ray"],
+        help="where the workers run: local (threads of this process, no Ray start-up), ray, or "
+        "auto (default): local for a CPU job of at most 64 MB when no Ray cluster is running or "
+        "named in RAY_ADDRESS; never changes the output",
     )
     t.add_argument(
         "--accept",

@@ -36,8 +36,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
-import ray
-from ray.exceptions import RayActorError, RayError
 
 from batchcast.errors import BatchcastError, ConfigError, ShardError
 from batchcast.forecast.config import ModelSpec
@@ -54,16 +52,16 @@ from batchcast.io.sinks import (
 )
 from batchcast.io.sources import InputObject, list_inputs
 from batchcast.models import check_model_digest
-from batchcast.runner.job import TransformJob
-from batchcast.runner.pool import (
+from batchcast.runner.executor import (
     IN_FLIGHT_PER_WORKER,
-    LOST,
+    Executor,
+    LocalPool,
+    Outcome,
     Task,
-    WorkerPool,
-    cause_of,
-    ensure_ray,
-    pool_size,
+    choose_executor,
+    local_workers,
 )
+from batchcast.runner.job import TransformJob
 from batchcast.runner.processor import ShardResult, WorkerOptions
 from batchcast.runner.progress import Progress
 from batchcast.runner.reassemble import Reassembler
@@ -224,7 +222,7 @@ def _run_locked(
     failure: BaseException | None = None
     try:
         if plan.shards:  # else (everything resumed, or only empty files) no worker is needed
-            _start_pool(job, spec, state, shards=len(plan.shards))
+            _start_pool(job, spec, state, plan.shards)
         state.drive(deque(plan.shards))
     except BaseException as err:
         failure = err
@@ -299,21 +297,10 @@ def _close_errors(errors: ErrorLog, failure: BaseException | None) -> None:
         _log.warning("cannot commit the errors file: %s", err)
 
 
-def _start_pool(job: TransformJob, spec: ModelSpec, state: _Run, *, shards: int) -> None:
-    """Start Ray (or join the cluster in ``RAY_ADDRESS``) and the workers, into ``state``."""
-    state.progress.phase("starting Ray")
-    state.seconds["ray_init"] = ensure_ray()
-    resources = ray.available_resources()
-    if job.gpus_per_worker > 0 and resources.get("GPU", 0) < job.gpus_per_worker:
-        raise ConfigError(f"gpus_per_worker={job.gpus_per_worker} but the cluster has no free GPU")
-    total = ray.cluster_resources()
-    size = pool_size(job, resources, total, shards=shards)
-    state.cluster = {
-        "address": ray.get_runtime_context().gcs_address,
-        "nodes": sum(1 for node in ray.nodes() if node.get("Alive")),
-        "cpus": total.get("CPU", 0.0),
-        "gpus": total.get("GPU", 0.0),
-    }
+def _start_pool(job: TransformJob, spec: ModelSpec, state: _Run, shards: list[Shard]) -> None:
+    """Start the workers into ``state``: threads of this process for a small job on one
+    machine, else Ray's (started, or joined in ``RAY_ADDRESS``): see
+    :mod:`batchcast.runner.executor`."""
     options = WorkerOptions(
         inference=job.inference,
         join=job.join,
@@ -322,12 +309,27 @@ def _start_pool(job: TransformJob, spec: ModelSpec, state: _Run, *, shards: int)
         accept=job.accept,
         precision=job.precision,
     )
-    pool = WorkerPool(job, spec, options, size=size, name=job.name)
-    state.progress.phase(f"starting {size} worker(s)")
-    t0 = time.perf_counter()
-    state.pool = pool  # so that a failure while starting still closes what did start
-    pool.start()
-    state.seconds["workers_ready"] = time.perf_counter() - t0
+    executor = choose_executor(
+        job.executor,
+        gpus_per_worker=job.gpus_per_worker,
+        pipeline=job.pipeline,
+        input_bytes=sum(s.end - s.start for s in shards),
+    )
+    if executor == "local":
+        size = local_workers(job.workers, shards=len(shards))
+        state.progress.phase(f"starting {size} worker(s)")
+        t0 = time.perf_counter()
+        state.pool = LocalPool(job.model, options, size=size)
+        state.seconds["workers_ready"] = time.perf_counter() - t0
+        state.cluster = {"executor": "local", "nodes": 1, "cpus": float(size), "gpus": 0.0}
+    else:
+        from batchcast.runner.pool import start_ray_pool  # Ray is imported only for Ray jobs
+
+        pool, state.cluster, seconds = start_ray_pool(
+            job, spec, options, shards=len(shards), phase=state.progress.phase
+        )
+        state.pool = pool
+        state.seconds.update(seconds)
     state.progress.working()
 
 
@@ -345,7 +347,7 @@ class _Run:
     ) -> None:
         self.job, self.files, self.order, self.progress = job, files, order, progress
         self.lock = lock
-        self.pool: WorkerPool | None = None
+        self.pool: Executor | None = None
         self.cluster: dict[str, Any] = {}
         self.errors = errors
         self.series = 0
@@ -389,26 +391,26 @@ class _Run:
             if isinstance(outcome, ShardResult):
                 self._accept(task.shard, outcome)
             else:
-                self._lost(pool, task, outcome, relpaths[task.shard.file_index])
+                self._failed(pool, task, outcome, relpaths[task.shard.file_index])
         if not self.stopped:
             self.order.check_complete()
 
-    def _lost(self, pool: WorkerPool, task: Task, err: RayError, relpath: str) -> None:
+    def _failed(self, pool: Executor, task: Task, outcome: Outcome, relpath: str) -> None:
         shard = task.shard
         where = f"{shard.uri} bytes [{shard.start}, {shard.end})"
-        if not isinstance(err, LOST):
+        cause, origin = outcome.cause, outcome.error or outcome.cause
+        if not outcome.lost:
             # An exception inside the worker: the shard itself is the problem (or a bug).
-            cause = getattr(err, "cause", None)
             if isinstance(cause, CorruptInputError) and self.job.on_error != "fail-fast":
                 self._unreadable(shard, cause)
                 return
             if isinstance(cause, BatchcastError):
-                raise cause from err
-            raise ShardError(f"{where}: a worker raised {cause_of(err)}") from err
-        if isinstance(err, RayActorError) and pool.died(task):
+                raise cause from origin
+            raise ShardError(f"{where}: a worker raised {outcome.message}") from origin
+        if outcome.died and pool.died(task):
             self.restarts += 1
         if task.attempt >= MAX_ATTEMPTS:
-            raise ShardError(f"{where}: lost {task.attempt} times: {cause_of(err)}") from err
+            raise ShardError(f"{where}: lost {task.attempt} times: {outcome.message}") from origin
         self.retried += 1
         failed = self.files[shard.file_index].status == "failed"
         pool.submit(shard, relpath, attempt=task.attempt + 1, avoid=task.actor, check_only=failed)

@@ -31,6 +31,7 @@ _RESPONSE_KEY_VARIABLES = (
     "SAGEMAKER_INFERENCE_SUPPORTED",
     "SAGEMAKER_INFERENCE_INPUT",
 )
+EXECUTORS = ("auto", "local", "ray")  # where the workers run (runner/executor.py)
 DEFAULT_SHARD_MB = 4.0
 DEFAULT_MAX_ERRORS_LISTED = 1000
 # SageMaker DeepAR's largest num_samples (docs/inference.md). Checked for jobs here rather
@@ -88,6 +89,9 @@ class TransformJob:
         shard_mb: target shard size; part of the output's identity (fixes batch composition).
         pipeline: ``fused`` (a worker reads, decodes, samples and encodes), ``split`` (decode
             and encode in CPU tasks beside the sampling actor), ``auto`` (split with GPUs).
+        executor: where the workers run: ``local`` (threads of this process: no Ray
+            start-up), ``ray``, or ``auto`` (local for a CPU job of at most 64 MB with no Ray
+            cluster to join; :mod:`batchcast.runner.executor`). Never changes the output.
         name: the job's name (``TransformJobName``); empty = generated per run. Names the
             summary and the Ray actors (``<name>.<run>.worker-<i>``).
         max_errors_listed: record errors listed in the summary (the first ones); all of them
@@ -127,6 +131,7 @@ class TransformJob:
     force: bool = False
     shard_mb: float = DEFAULT_SHARD_MB
     pipeline: str = "auto"
+    executor: str = "auto"
     name: str = ""
     max_errors_listed: int = DEFAULT_MAX_ERRORS_LISTED
     errors_file: bool = False
@@ -152,6 +157,12 @@ class TransformJob:
         _choice("precision", self.precision, PRECISIONS)
         _choice("on_error", self.on_error, ON_ERROR_MODES)
         _choice("pipeline", self.pipeline, ("auto", "fused", "split"))
+        _choice("executor", self.executor, EXECUTORS)
+        if self.executor == "local" and (self.gpus_per_worker > 0 or self.pipeline == "split"):
+            raise ConfigError(
+                "executor 'local' runs fused CPU workers; GPU workers and the split pipeline "
+                "need executor 'ray' (or 'auto')"
+            )
         # Range errors remember the field, so that the CLI can name the flag the user typed.
         if not 1 <= self.max_payload_mb <= 100:
             expected = f"must be in [1, 100], got {self.max_payload_mb}"
@@ -336,6 +347,7 @@ class TransformJob:
             "force": self.force,
             "shard_mb": self.shard_mb,
             "pipeline": self.pipeline,
+            "executor": self.executor,
             "name": self.name,
             "max_errors_listed": self.max_errors_listed,
             "errors_file": self.errors_file,

@@ -13,16 +13,16 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import ray
 from ray.exceptions import ObjectLostError, RayActorError, RayError, WorkerCrashedError
 
-from batchcast.errors import ShardError
+from batchcast.errors import ConfigError, ShardError
 from batchcast.forecast.config import ModelSpec
 from batchcast.io.shards import Shard
+from batchcast.runner.executor import IN_FLIGHT_PER_WORKER, Outcome, Task
 from batchcast.runner.job import TransformJob
 from batchcast.runner.processor import ShardResult, WorkerOptions, shard_seed
 from batchcast.runner.worker import ModelWorker, decode_shard, encode_shard
@@ -31,15 +31,15 @@ __all__ = [
     "ACTOR_NAMESPACE",
     "IN_FLIGHT_PER_WORKER",
     "LOST",
-    "Task",
     "WorkerPool",
     "cause_of",
     "ensure_ray",
+    "outcome_of",
     "pool_size",
+    "start_ray_pool",
     "worker_actor_names",
 ]
 
-IN_FLIGHT_PER_WORKER = 2  # one running, one queued: hides the round trip
 # Model workers are named actors in this namespace, ``<job name>.<run id>.worker-<i>``, so a
 # job's workers can be found from outside (operations, tests) with ``ray.get_actor``.
 ACTOR_NAMESPACE = "batchcast"
@@ -135,16 +135,16 @@ def cause_of(err: RayError) -> str:
     return f"{type(err).__name__}: {err}"
 
 
-@dataclass
-class Task:
-    """One shard in flight."""
-
-    shard: Shard
-    actor: int
-    attempt: int
-    generation: int  # the actor's restart count when the shard was submitted
-    submitted: float  # time.monotonic() at submission
-    refs: list[ray.ObjectRef] = field(default_factory=list)  # every ref made for it
+def outcome_of(err: RayError) -> Outcome:
+    """A Ray error in the driver's terms: the worker was lost (resubmit) or raised."""
+    cause = getattr(err, "cause", None)
+    return Outcome(
+        lost=isinstance(err, LOST),
+        cause=cause if isinstance(cause, BaseException) else None,
+        message=cause_of(err),
+        died=isinstance(err, RayActorError),
+        error=err,
+    )
 
 
 class WorkerPool:
@@ -247,8 +247,8 @@ class WorkerPool:
         self.in_flight[ref] = task
         self.load[actor] += 1
 
-    def wait(self, timeout: float | None = None) -> tuple[Task, ShardResult | RayError] | None:
-        """The next finished shard, with its result or the error that lost it.
+    def wait(self, timeout: float | None = None) -> tuple[Task, ShardResult | Outcome] | None:
+        """The next finished shard, with its result or what went wrong.
 
         Args:
             timeout: seconds to wait at most (None: until one finishes).
@@ -264,7 +264,7 @@ class WorkerPool:
         try:
             return task, ray.get(ready[0])
         except RayError as err:
-            return task, err
+            return task, outcome_of(err)
 
     def died(self, task: Task) -> bool:
         """Record that ``task``'s actor died; True for the first report of that death."""
@@ -289,3 +289,52 @@ class WorkerPool:
                     with contextlib.suppress(Exception):
                         ray.cancel(ref, force=True)
         self.in_flight.clear()
+
+
+def start_ray_pool(
+    job: TransformJob,
+    spec: ModelSpec,
+    options: WorkerOptions,
+    *,
+    shards: int,
+    phase: Callable[[str], None],
+) -> tuple[WorkerPool, dict[str, Any], dict[str, float]]:
+    """Start Ray (or join the cluster in ``RAY_ADDRESS``) and the job's workers.
+
+    Args:
+        job, spec, options: the job, its model's spec, what every worker needs.
+        shards: how many shards the job has (no more workers than that).
+        phase: told what is starting (the progress line).
+
+    Returns:
+        The started pool, the cluster's description for the summary, and the seconds taken
+        (``ray_init``, ``workers_ready``).
+
+    Raises:
+        ConfigError: GPU workers asked of a cluster without a free GPU.
+        ShardError: a worker could not start (nothing is left running).
+    """
+    phase("starting Ray")
+    seconds = {"ray_init": ensure_ray()}
+    resources = ray.available_resources()
+    if job.gpus_per_worker > 0 and resources.get("GPU", 0) < job.gpus_per_worker:
+        raise ConfigError(f"gpus_per_worker={job.gpus_per_worker} but the cluster has no free GPU")
+    total = ray.cluster_resources()
+    size = pool_size(job, resources, total, shards=shards)
+    cluster = {
+        "executor": "ray",
+        "address": ray.get_runtime_context().gcs_address,
+        "nodes": sum(1 for node in ray.nodes() if node.get("Alive")),
+        "cpus": total.get("CPU", 0.0),
+        "gpus": total.get("GPU", 0.0),
+    }
+    pool = WorkerPool(job, spec, options, size=size, name=job.name)
+    phase(f"starting {size} worker(s)")
+    started = time.perf_counter()
+    try:
+        pool.start()
+    except BaseException:
+        pool.close()  # what did start must not outlive the job
+        raise
+    seconds["workers_ready"] = time.perf_counter() - started
+    return pool, cluster, seconds

@@ -1,0 +1,217 @@
+"""Where a job's shards run: on Ray (:mod:`batchcast.runner.pool`) or in this process.
+
+The driver talks to either through the same five calls (``submit``, ``wait``, ``died``,
+``close``, ``size``), and a finished shard comes back as a :class:`ShardResult` or an
+:class:`Outcome` that says what went wrong in words the driver understands without Ray: the
+worker was *lost* (its process died: resubmit) or it *raised* (the shard itself is the
+problem). This module never imports Ray, so a job that runs locally never pays for it.
+
+**Why a local executor.** On one machine Ray costs a fixed 5-10 s (``ray.init``, worker
+processes importing torch, teardown: measured in ``benchmarks/startup.py``), which is most of
+a small job. :class:`LocalPool` runs the same :class:`ShardProcessor` in threads of this
+process: torch and the fused cell release the GIL for the GEMMs and the cell, and the rest
+(JSON decode, the draws' bookkeeping) is a few percent of a shard. Output bytes are the same
+as on Ray, because each shard's randomness derives from (seed, file, shard) alone
+(:func:`~batchcast.runner.processor.shard_seed`) and the sampler's bytes never depend on
+scheduling. What local gives up is process isolation: a crash ends the job (``--resume``
+continues it), where a Ray worker would be restarted. So large jobs keep Ray.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from batchcast.io.shards import Shard
+from batchcast.runner.job import EXECUTORS
+from batchcast.runner.processor import ShardProcessor, ShardResult, WorkerOptions
+
+__all__ = [
+    "EXECUTORS",
+    "IN_FLIGHT_PER_WORKER",
+    "LOCAL_MAX_MB",
+    "Executor",
+    "LocalPool",
+    "Outcome",
+    "Task",
+    "choose_executor",
+    "local_workers",
+]
+
+IN_FLIGHT_PER_WORKER = 2  # one running, one queued: hides the round trip
+# ``auto`` runs a job locally up to this much input. Ray's fixed start-up and teardown
+# (5-10 s on 2 cores) is then a large share of the job; past it, Ray's process isolation
+# (a crashed worker is restarted, its shards rerun) is worth its start-up. At ~400 series/s
+# per core, 64 MB of typical series is about a minute of work.
+LOCAL_MAX_MB = 64.0
+
+
+@dataclass
+class Task:
+    """One shard in flight."""
+
+    shard: Shard
+    actor: int  # the worker holding it
+    attempt: int
+    generation: int  # the worker's restart count when the shard was submitted
+    submitted: float  # time.monotonic() at submission
+    refs: list[Any] = field(default_factory=list)  # Ray: every object ref made for it
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A shard that did not produce a result.
+
+    Attributes:
+        lost: the worker's process went away (resubmit the shard); else the worker raised.
+        cause: the exception behind it, when there is one to re-raise or inspect.
+        message: ``Type: message`` of the cause.
+        died: ``lost`` and the report of a worker death (not a lost object or task).
+        error: the executor's own error (a Ray error), chained as the ``__cause__``.
+    """
+
+    lost: bool
+    cause: BaseException | None
+    message: str
+    died: bool = False
+    error: BaseException | None = None
+
+
+class Executor(Protocol):
+    """What the driver needs of a pool of model workers."""
+
+    in_flight: dict[Any, Task]
+
+    @property
+    def size(self) -> int: ...
+
+    def submit(
+        self,
+        shard: Shard,
+        relpath: str,
+        *,
+        attempt: int = 1,
+        avoid: int = -1,
+        check_only: bool = False,
+    ) -> None: ...
+
+    def wait(self, timeout: float | None = None) -> tuple[Task, ShardResult | Outcome] | None: ...
+
+    def died(self, task: Task) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+def _ray_running() -> bool:
+    """A Ray is initialised in this process already (without importing Ray to ask)."""
+    ray = sys.modules.get("ray")
+    return bool(ray is not None and ray.is_initialized())
+
+
+def choose_executor(
+    executor: str, *, gpus_per_worker: float, pipeline: str, input_bytes: int
+) -> str:
+    """``"local"`` or ``"ray"`` for a job.
+
+    ``auto`` picks Ray whenever there is a cluster to use (``RAY_ADDRESS`` set, or a Ray
+    already initialised in this process), for GPU workers and the split pipeline, and for
+    inputs over :data:`LOCAL_MAX_MB`; otherwise this process.
+    """
+    if executor != "auto":
+        return executor
+    if os.environ.get("RAY_ADDRESS") or _ray_running():
+        return "ray"
+    if gpus_per_worker > 0 or pipeline == "split":
+        return "ray"
+    return "local" if input_bytes <= LOCAL_MAX_MB * 1024 * 1024 else "ray"
+
+
+def local_workers(asked: int | None, *, shards: int) -> int:
+    """Threads for a local job: what the job asks for (else one per CPU this process may
+    use), never more than those CPUs (a thread per core is the fastest; more only contend)
+    nor than the shards."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = max(1, cpus or 1)
+    return max(1, min(asked or cpus, cpus, shards))
+
+
+class LocalPool:
+    """Model workers as threads of this process, each with its own :class:`ShardProcessor`.
+
+    Args:
+        model: the model's URI.
+        options: what every worker needs.
+        size: how many threads.
+    """
+
+    def __init__(self, model: str, options: WorkerOptions, *, size: int) -> None:
+        # One torch intra-op thread while the pool lives: each worker thread is a core's
+        # worth of work, and intra-op threads on top would contend. Restored by close(), so
+        # a library caller's setting survives the job.
+        self._torch_threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        # One processor per thread: a loaded model is a few MB, and nothing is shared
+        # between threads but read-only weights' files.
+        self._processors = [ShardProcessor(model, options) for _ in range(size)]
+        self._free = list(range(size))
+        self._mine = threading.local()
+        self._lock = threading.Lock()
+        self._threads = cf.ThreadPoolExecutor(size, thread_name_prefix="batchcast-worker")
+        self.in_flight: dict[Any, Task] = {}
+
+    @property
+    def size(self) -> int:
+        return len(self._processors)
+
+    def _processor(self) -> ShardProcessor:
+        index = getattr(self._mine, "index", None)
+        if index is None:
+            with self._lock:
+                index = self._mine.index = self._free.pop()
+        return self._processors[index]
+
+    def _process(self, shard: Shard, relpath: str, check_only: bool) -> ShardResult:
+        return self._processor().process(shard, relpath, check_only=check_only)
+
+    def submit(
+        self,
+        shard: Shard,
+        relpath: str,
+        *,
+        attempt: int = 1,
+        avoid: int = -1,
+        check_only: bool = False,
+    ) -> None:
+        """Queue ``shard``; the first free thread takes it (``avoid`` has no meaning here)."""
+        future = self._threads.submit(self._process, shard, relpath, check_only)
+        self.in_flight[future] = Task(shard, 0, attempt, 0, time.monotonic())
+
+    def wait(self, timeout: float | None = None) -> tuple[Task, ShardResult | Outcome] | None:
+        """The next finished shard; None when nothing finished within ``timeout``."""
+        done, _ = cf.wait(self.in_flight, timeout=timeout, return_when=cf.FIRST_COMPLETED)
+        if not done:
+            return None
+        future = next(iter(done))
+        task = self.in_flight.pop(future)
+        err = future.exception()
+        if err is None:
+            return task, future.result()
+        return task, Outcome(lost=False, cause=err, message=f"{type(err).__name__}: {err}")
+
+    def died(self, task: Task) -> bool:
+        """Threads do not die on their own: a crash ends the whole process."""
+        return False
+
+    def close(self) -> None:
+        """Drop queued shards; a shard being processed finishes in its thread (threads cannot
+        be killed) and its result is discarded. Never raises."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        self.in_flight.clear()
+        torch.set_num_threads(self._torch_threads)
