@@ -13,14 +13,18 @@ The lines go to the ``batchcast.serve.access`` logger at INFO.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-__all__ = ["ACCESS_LOGGER", "AccessLog", "log_config"]
+__all__ = ["ACCESS_LOGGER", "CLIENT_GONE", "AccessLog", "log_config"]
 
 ACCESS_LOGGER = "batchcast.serve.access"
+# The status logged for a request whose client went away before its answer (nginx's "client
+# closed request"): never sent, there is no one to send it to.
+CLIENT_GONE = 499
 # Health checks arrive every few seconds from SageMaker and load balancers: not logged.
 _QUIET_PATHS = frozenset({"/ping"})
 
@@ -50,6 +54,7 @@ class AccessLog:
         start = time.perf_counter()
         status = 500  # what the client sees if the app fails before starting a response
         received = sent = 0
+        started = False
 
         async def counting_receive() -> Message:
             nonlocal received
@@ -58,15 +63,21 @@ class AccessLog:
             return message
 
         async def watching_send(message: Message) -> None:
-            nonlocal status, sent
+            nonlocal status, sent, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
             await send(message)
 
         try:
             await self.app(scope, counting_receive, watching_send)
+        except asyncio.CancelledError:
+            # The host gave up on the request: Ray Serve cancels a replica's handler when its
+            # client disconnects (uvicorn lets it run and says so on receive). Not a 500.
+            if not started:
+                status = CLIENT_GONE
+            raise
         finally:
             if self.logger.isEnabledFor(logging.INFO):
                 state = scope.get("state") or {}

@@ -55,7 +55,7 @@ from batchcast.runner.online import (
     parse_endpoint_body,
     parse_lines,
 )
-from batchcast.serve.access_log import AccessLog
+from batchcast.serve.access_log import CLIENT_GONE, AccessLog
 from batchcast.serve.batcher import Answer, MicroBatcher
 from batchcast.serve.settings import ServeSettings
 
@@ -70,9 +70,6 @@ __all__ = ["ServeState", "create_app", "negotiate"]
 logger = logging.getLogger("batchcast.serve")
 
 MIB = 1 << 20
-# The access log's status for a request whose client went away before its answer (nginx's
-# "client closed request"): never sent, there is no one to send it to.
-CLIENT_GONE = 499
 # The most rows (series x sample paths) one request may ask for. The sampler holds a chunk of
 # max(num_samples, batch rows) rows at once, and "samples" answers hold every row: without a
 # bound, one request with {"num_samples": 1000000000} had its worker killed for memory, and

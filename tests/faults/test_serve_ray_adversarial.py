@@ -29,6 +29,7 @@ from serve_cases import (  # the serve tests' helpers: tiny model, real host
     instance,
     jsonl,
     lines_of,
+    ray_access_lines,
     ray_host,
     save_tiny_model,
 )
@@ -247,11 +248,22 @@ def test_a_body_that_stalls_or_trickles_is_408_and_others_are_served_meanwhile(
     assert BODY_TIMEOUT_S * 0.9 < waited < BODY_TIMEOUT_S * 4
 
 
+def _access_lines_after(mark: int, *, count: int, timeout: float = 15.0) -> list[str]:
+    """The replica's access lines after the first ``mark``, once there are ``count``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = ray_access_lines()[mark:]
+        if len(lines) >= count or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.1)
+
+
 def test_clients_that_hang_up_do_not_hold_up_the_next(server: Server, client: httpx.Client) -> None:
     # Each costs the replica about a second of sampling: a client that sends one and leaves
     # (mid-body or after the body) must not make the next client wait for it.
     big = jsonl([instance(i % 50, length=10) for i in range(10_000)])
     _good(client)
+    mark = len(_access_lines_after(0, count=0))
     for cut in (len(big) // 2, len(big), len(big), len(big)):
         with socket.create_connection(_address(server)) as sock:
             sock.sendall(_head(len(big), "application/jsonlines") + big[:cut])
@@ -261,6 +273,14 @@ def test_clients_that_hang_up_do_not_hold_up_the_next(server: Server, client: ht
     # The first may already be in the sampler when its client leaves; not four of them.
     assert time.monotonic() - began < 2.5
     _good(client, 2)
+    # Serve cancels the handler of a client that disconnects: that is a 499 in the access
+    # log, like the uvicorn host's, not a 500 (which it was before).
+    lines = _access_lines_after(mark, count=6)
+    text = "\n".join(lines)
+    assert len(lines) == 6, text
+    assert not [line for line in lines if "POST /invocations 500 " in line], text
+    gone = [line for line in lines if "POST /invocations 499 " in line]
+    assert len(gone) >= 3, text
 
 
 def test_many_paths_for_one_series_are_still_served(client: httpx.Client) -> None:

@@ -39,6 +39,7 @@ ENV_INFERENCE = {
     "quantiles": ["0.2", "0.8"],
 }
 MAX_PAYLOAD_MB = 1
+ACCESS = "batchcast.serve.access"  # the access log's logger name, in each of its lines
 START_TIMEOUT_S = 120.0  # a worker imports torch and loads the model: seconds on a busy box
 
 
@@ -208,6 +209,20 @@ def ray_host(
         ray.shutdown()
         if saved is not None:
             os.environ["RAY_ADDRESS"] = saved
+
+
+def ray_access_lines() -> list[str]:
+    """The access-log lines the replicas of this process's Ray have written so far (read from
+    the workers' stderr files in the session's log folder: the driver's copy is deduplicated
+    and arrives late)."""
+    from ray._private import worker
+
+    node = worker._global_node
+    assert node is not None, "no Ray in this process"
+    lines: list[str] = []
+    for path in sorted(Path(node.get_logs_dir_path()).glob("worker-*.err")):
+        lines += [ln for ln in path.read_text(errors="replace").splitlines() if ACCESS in ln]
+    return sorted(lines)  # each starts with its timestamp
 
 
 @contextmanager
