@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from serve_cases import instance, start_uvicorn
+from serve_cases import Server, instance, start_uvicorn
 
 # About 4 s of sampling on this machine (1,000 series x 2,000 paths of the tiny model):
 # long enough to be surely in flight when the signal comes a second after it is sent.
@@ -30,7 +30,18 @@ SLOW_REQUEST = {
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_finishes_the_request_in_flight_and_exits_0(model_dir: str, workers: int) -> None:
-    server = start_uvicorn(model_dir, workers=workers)
+    _assert_sigterm_drains(start_uvicorn(model_dir, workers=workers))
+
+
+def test_sigterm_on_the_ray_host_finishes_the_request_in_flight_and_exits_0(
+    model_dir: str,
+) -> None:
+    # `batchcast serve --ray` as a process, on its own private local Ray: SIGTERM deletes the
+    # application, whose replica answers what it holds first, then Ray is shut down.
+    _assert_sigterm_drains(start_uvicorn(model_dir, workers=1, args=["--ray"]))
+
+
+def _assert_sigterm_drains(server: Server) -> None:
     assert server.process is not None
     result: dict[str, Any] = {}
 
