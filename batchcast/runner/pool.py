@@ -187,7 +187,10 @@ class WorkerPool:
         self.actors: list[Any] = []
         self.in_flight: dict[ray.ObjectRef, Task] = {}
         self.load = [0] * size
-        self.generation = [0] * size
+        self.generation = [0] * size  # deaths counted per worker
+        # Workers whose death was counted and whose restart is not yet confirmed: a pid()
+        # call sent after the death, answered once Ray has brought the actor back.
+        self.restarting: dict[int, ray.ObjectRef] = {}
 
     @property
     def size(self) -> int:
@@ -229,10 +232,17 @@ class WorkerPool:
                 no other exists.
             check_only: validate, do not forecast (a shard of a file that already failed).
         """
-        choices = [i for i in range(len(self.actors)) if i != avoid] or [avoid]
+        self._check_restarts()
+        others = [i for i in range(len(self.actors)) if i != avoid]
+        # A restarting worker only when nothing else is left: a call sent before Ray has
+        # marked the actor restarting fails with the death already counted.
+        choices = [i for i in others if i not in self.restarting] or others or [avoid]
         actor = min(choices, key=self.load.__getitem__)
         handle = self.actors[actor]
-        task = Task(shard, actor, attempt, self.generation[actor], time.monotonic())
+        # A shard sent to a worker still restarting belongs to the death already counted:
+        # if it is lost, that is the same death again (see died()).
+        generation = self.generation[actor] - (actor in self.restarting)
+        task = Task(shard, actor, attempt, generation, time.monotonic())
         if self.split and not check_only:  # checking alone is cheap: the actor does it
             # num_returns=2 gives two refs; Ray's stubs type it as one ref of a tuple.
             refs: Any = decode_shard.remote(shard, self.spec_ref, self.options_ref)
@@ -267,11 +277,36 @@ class WorkerPool:
             return task, outcome_of(err)
 
     def died(self, task: Task) -> bool:
-        """Record that ``task``'s actor died; True for the first report of that death."""
+        """Record that ``task``'s actor died; True for the first report of that death.
+
+        A death is reported by every shard the worker held, and also by shards sent to it
+        after the first report but before Ray restarted it (the driver's calls can still go
+        to the dead process's address). Each task carries the worker's death count when it
+        was sent, one less while the worker's restart is unconfirmed, so every report of one
+        death finds the count already past it.
+        """
         if task.generation != self.generation[task.actor]:
             return False  # the same death, reported by another shard it held
         self.generation[task.actor] += 1
+        self.restarting[task.actor] = self.actors[task.actor].pid.remote()
         return True
+
+    def _check_restarts(self) -> None:
+        """Forget the restarting mark of every worker that answered its pid() call; a call
+        that failed (sent before Ray saw the death) is sent again."""
+        if not self.restarting:
+            return
+        refs = list(self.restarting.values())
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        for actor, ref in list(self.restarting.items()):
+            if ref not in ready:
+                continue
+            try:
+                ray.get(ref)
+            except RayError:  # the same death (or a restart in progress): ask again
+                self.restarting[actor] = self.actors[actor].pid.remote()
+            else:
+                del self.restarting[actor]
 
     def close(self) -> None:
         """Kill the workers (ending their in-flight calls) and cancel every task beside them.
@@ -289,6 +324,7 @@ class WorkerPool:
                     with contextlib.suppress(Exception):
                         ray.cancel(ref, force=True)
         self.in_flight.clear()
+        self.restarting.clear()
 
 
 def start_ray_pool(

@@ -24,12 +24,6 @@ from batchcast.synthetic import synthetic_records, write_jsonl
 _SHARD_MB = 0.004  # ~40 shards: the job is still working when the worker dies
 
 
-@pytest.mark.xfail(
-    reason="open (issue 9.8): shards submitted to the dead worker after its death was reported, "
-    "before Ray restarted it, fail again and WorkerPool.died counts a second restart "
-    "(seen: 2 for one kill); the fix belongs in runner/pool.py, being reworked",
-    strict=False,
-)
 @pytest.mark.usefixtures("ray_local")
 def test_one_worker_death_is_one_restart(tiny_model: str, tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "in" / "a.jsonl", synthetic_records(600, length=(20, 60)))
