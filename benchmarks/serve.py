@@ -1,7 +1,8 @@
 """Serving throughput: closed-loop HTTP clients against ``batchcast serve``, both hosts.
 
-    python -m benchmarks.serve            # ~6 minutes on 2 cores
-    python -m benchmarks.serve --quick    # ~3 minutes: shorter windows, same cases
+    python -m benchmarks.serve            # ~15 minutes on 2 cores
+    python -m benchmarks.serve --quick    # ~6 minutes: shorter windows, same cases
+    python -m benchmarks.serve --quick --hosts uvicorn --modes batched,echo --concurrency 1,32
 
 Cases, in one run: the uvicorn host and the Ray Serve host, each with batching on, batching
 off (``--no-batching``) and the echo handler (``--echo``: the same routes and HTTP stack,
@@ -17,9 +18,15 @@ The baseline of the 100-series cases, the batch transform's series/s, runs in th
 is reported whole and after the workers are ready.
 
 Each case prints one JSON line: requests/s, series/s, latency p50/p99 (ms), errors, client
-CPU; a final ``summary`` line holds the ratios the issue sets goals for, and each rate per
-worker against SageMaker's 1-3 series/s per worker. ``--append-results`` adds table rows to
-``benchmarks/RESULTS.md``.
+CPU; a final ``summary`` line holds the ratios the issue sets goals for (at concurrency 32,
+and under ``by_concurrency`` at each one measured), and each rate per worker against
+SageMaker's 1-3 series/s per worker.
+
+A case at concurrency c starts c requests at once; with requests that take long (100 series)
+the first completions come early and the queue is only full after one round of c requests.
+So a case's warm-up is at least one such round and its window two, estimated from the same
+server's latency at concurrency 1 (capped: ``--max-round-s``), and both are reported.
+``--append-results`` adds table rows to ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -344,6 +351,23 @@ def summarize(
     hundred = [r["series_per_s"] for k, r in rates.items() if k[:3] == ("uvicorn", "batched", 100)]
     best_100 = max(hundred, default=None)
     on = get("uvicorn", "batched", 1, 32, rps)
+    by_concurrency = {}
+    for c in sorted({k[3] for k in rates}):
+        on_c = get("uvicorn", "batched", 1, c, rps)
+        by_concurrency[str(c)] = {
+            "batching_gain": _ratio(on_c, get("uvicorn", "unbatched", 1, c, rps)),
+            "p99_ms": get("uvicorn", "batched", 1, c, "p99_ms"),
+            "vs_echo": _ratio(on_c, get("uvicorn", "echo", 1, c, rps)),
+            "ray_vs_uvicorn": _ratio(get("ray", "batched", 1, c, rps), on_c),
+            "ray_batching_gain": _ratio(
+                get("ray", "batched", 1, c, rps), get("ray", "unbatched", 1, c, rps)
+            ),
+            "ray_vs_echo": _ratio(get("ray", "batched", 1, c, rps), get("ray", "echo", 1, c, rps)),
+            "vs_transform_100_series": _ratio(
+                get("uvicorn", "batched", 100, c, "series_per_s"),
+                transform["series_per_s_after_ready"],
+            ),
+        }
     return {
         "batching_gain": _ratio(on, get("uvicorn", "unbatched", 1, 32, rps)),
         "p99_ms": get("uvicorn", "batched", 1, 32, "p99_ms"),
@@ -359,6 +383,7 @@ def summarize(
         if best_100 is None
         else best_100 / workers / SAGEMAKER_SERIES_PER_S_PER_WORKER,
         "workers": workers,
+        "by_concurrency": by_concurrency,
     }
 
 
@@ -375,10 +400,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--transform-series", type=int, default=None, help="baseline size (0: no baseline)"
     )
+    parser.add_argument(
+        "--max-round-s",
+        type=float,
+        default=None,
+        help="cap on a case's estimated round (warm-up: one, window: two); default 3 with "
+        "--quick, else 20",
+    )
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "bc-serve")
     add_results_flag(parser)
     args = parser.parse_args(argv)
     warmup_s, window_s = (0.5, 1.5) if args.quick else (1.0, 4.0)
+    max_round_s = (
+        args.max_round_s if args.max_round_s is not None else (3.0 if args.quick else 20.0)
+    )
     hosts = [h for h in args.hosts.split(",") if h]
     modes = [m for m in args.modes.split(",") if m]
     unit = WorkUnit()
@@ -401,14 +436,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 port = running.port
                 for series in args.series:
                     requests = http_requests(lines, series=series, host="127.0.0.1", port=port)
-                    for c in args.concurrency:
+                    alone_s: float | None = None  # latency at concurrency 1 (s)
+                    for c in sorted(args.concurrency):
                         seen = len(running.log_text())
                         # Big requests take long: a longer window holds enough of them.
                         window = window_s * (2 if series >= 100 and mode != "echo" else 1)
+                        warmup = warmup_s
+                        if alone_s is not None:  # one round: c requests over the workers
+                            round_s = min(max_round_s, alone_s * c / args.workers)
+                            warmup, window = max(warmup, round_s), max(window, 2 * round_s)
                         result = run_case(
-                            "127.0.0.1", port, requests, concurrency=c, warmup_s=warmup_s,
+                            "127.0.0.1", port, requests, concurrency=c, warmup_s=warmup,
                             window_s=window,
                         )  # fmt: skip
+                        if c == 1 and result.latencies:
+                            alone_s = sorted(result.latencies)[len(result.latencies) // 2]
                         fields = {
                             "host": host_kind,
                             "mode": mode,
@@ -416,6 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "concurrency": c,
                             "workers": args.workers,
                             **_fields(result, series),
+                            "warmup_s": warmup,
                             "mean_batch": mean_batch(running.log_text()[seen:]),
                             "unit": unit.describe(),
                         }
