@@ -113,8 +113,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--body-timeout",
         type=float,
-        help="seconds a request body may take to arrive, then 408 (60: SageMaker's invocation "
-        "timeout)",
+        help="seconds a request body may take to arrive, then 408 (default 60: SageMaker's "
+        "invocation timeout); uvicorn host: its headers too, then the connection is closed",
     )
     p.add_argument(
         "--echo",

@@ -18,6 +18,9 @@ loads the model once first, for the same clear failure, then only supervises: it
 port (bound, not listening), starts the workers (``spawn``), restarts one that dies, and
 stops them all on SIGTERM or SIGINT.
 
+Slow clients: a request's headers, like its body (:mod:`batchcast.serve.app`), must arrive
+within ``body_timeout_s``, else the connection is closed (:func:`header_timeout_protocol`).
+
 SIGTERM (what ``docker stop`` and SageMaker send): each worker closes its listening socket,
 answers the requests in flight (the batcher drains its queue), closes idle keep-alive
 connections and exits; the supervisor exits 0 within ``graceful_timeout_s`` (25 s; SageMaker
@@ -26,6 +29,7 @@ kills after 30 s).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import logging.config
 import multiprocessing
@@ -75,6 +79,69 @@ def bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     return sock
 
 
+# uvicorn's HTTP protocol with a bound on how long a request's headers may take.
+#
+# uvicorn arms a timer only between requests on a keep-alive connection (timeout_keep_alive),
+# and cancels it as soon as any byte arrives. A client that connects and sends nothing, or
+# sends part of a request line or its headers and then a byte now and then (slowloris), held
+# its connection and file descriptor for ever; a few thousand such clients exhaust a worker's
+# descriptors and it stops accepting. The body is bounded by the application (body_timeout_s
+# in batchcast.serve.app); this bounds the head the same way: from a connection's start, or
+# from the first byte of the next request on a keep-alive connection, the headers must be
+# complete within the timeout, else the connection is closed (no request exists yet to answer).
+# Only the httptools protocol (uvicorn's default when httptools is installed, as with
+# uvicorn[standard]) is extended; without httptools uvicorn's own h11 protocol is used,
+# unbounded. Ray Serve's proxy is Ray's uvicorn, not this one.
+
+
+def header_timeout_protocol(timeout_s: float) -> type[asyncio.Protocol] | None:
+    """uvicorn's httptools protocol with the head of each request bounded by ``timeout_s``.
+
+    Returns:
+        The protocol class for ``uvicorn.Config(http=...)``, or None without httptools.
+    """
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:  # no httptools: uvicorn's h11 protocol, unbounded
+        return None
+
+    class HeaderTimeoutProtocol(HttpToolsProtocol):
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()  # a connection that never sends a byte is bounded too
+
+        def data_received(self, data: bytes) -> None:
+            # Between requests (none yet, or the last one answered) bytes are a new head.
+            if self._header_timer is None and (self.cycle is None or self.cycle.response_complete):
+                self._arm()
+            super().data_received(data)
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._header_timer = self.loop.call_later(timeout_s, self._expire)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _expire(self) -> None:
+            self._header_timer = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderTimeoutProtocol
+
+
 def _keep_running(signum: int, frame: FrameType | None) -> None:
     """SIGTERM after the drain: uvicorn re-raises the signal it shut down on; ending the
     process by it would exit 143, and SageMaker expects 0."""
@@ -88,6 +155,9 @@ def _run_server(settings: ServeSettings, sock: socket.socket, state: ServeState 
         create_app(settings, state=state),
         host=settings.host,
         port=settings.port,
+        # A request's headers are bounded like its body (a slowloris client held its
+        # connection for ever): see batchcast.serve.protocol.
+        http=header_timeout_protocol(settings.body_timeout_s) or "auto",
         access_log=False,  # AccessLog writes the lines, with latency and series
         log_config=log_config(),
         lifespan="on",

@@ -178,6 +178,35 @@ def test_a_body_that_stalls_or_trickles_is_408_and_others_are_served_meanwhile(
     assert len(timed_out) == 4, "\n".join(server.log[mark:])
 
 
+def test_clients_that_stall_before_their_headers_end_are_disconnected(
+    server: Server, client: httpx.Client
+) -> None:
+    # uvicorn bounds only the idle time between requests, and any byte cancels that: these
+    # held their connections (file descriptors) for ever, a few thousand of them the worker.
+    silent = socket.create_connection(_address(server))  # connects, never sends
+    partial = [socket.create_connection(_address(server)) for _ in range(3)]
+    for sock in partial:
+        sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: test\r\nContent-Ty")
+    trickler = socket.create_connection(_address(server))
+    trickler.sendall(b"POST /invocations HTTP/1.1\r\n")
+    reused = socket.create_connection(_address(server))  # answered once, then stalls
+    reused.sendall(b"GET /ping HTTP/1.1\r\nHost: test\r\n\r\n")
+    reused.settimeout(10)
+    assert reused.recv(1 << 16).startswith(b"HTTP/1.1 200 ")
+    reused.sendall(b"GET /pi")
+    start = time.monotonic()
+    for i in range(6):
+        trickler.sendall(b"X-Slow-%d: 1\r\n" % i)
+        _good(client, i)
+        time.sleep(BODY_TIMEOUT_S / 8)
+    everyone = [silent, *partial, trickler, reused]
+    assert [_read_until_closed(sock, 4 * BODY_TIMEOUT_S) for sock in everyone] == [b""] * 6
+    assert time.monotonic() - start < 3 * BODY_TIMEOUT_S
+    for sock in everyone:
+        sock.close()
+    _good(client)
+
+
 def test_a_lying_content_length_is_refused_at_once(server: Server, client: httpx.Client) -> None:
     # Claims 1 GB, sends a little and waits: answered 413 at once and closed, not drained for
     # a gigabyte (nor left to the body timeout, which answered 408 here before).
