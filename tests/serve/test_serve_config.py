@@ -20,6 +20,10 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 from serve_cases import free_port, instance, wait_ready
 
+from batchcast.errors import ConfigError
+from batchcast.serve.ray_host import app_builder
+from batchcast.serve.settings import ServeSettings
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "serve_config.yaml"
 
 
@@ -28,6 +32,31 @@ def test_the_example_is_a_valid_serve_config() -> None:
     [app] = config.applications
     assert app.import_path == "batchcast.serve.ray_host:app_builder"
     assert app.route_prefix == "/"
+
+
+def test_the_builder_reads_its_args_into_the_deployment() -> None:
+    app = app_builder(
+        {"model": "m", "workers": "3", "body_timeout_s": "5", "batch_rows": 100, "seed": 7}
+    )
+    deployment = app._bound_deployment  # what Serve deploys: the settings travel whole
+    settings = ServeSettings.from_json(deployment.init_args[0])
+    assert (settings.model, settings.workers, settings.seed) == ("m", 3, 7)
+    assert (settings.body_timeout_s, settings.batch.max_rows) == (5.0, 100)
+    assert deployment.num_replicas == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        ({"model": "m", "timeout": 5}, "unknown Serve config arg"),
+        ({"model": "m", "body_timeout_s": "soon"}, "body_timeout_s"),
+        ({"model": "m", "body_timeout_s": 0}, "body_timeout_s"),
+        ({"workers": 2}, "must name the model"),
+    ],
+)
+def test_the_builder_refuses_bad_args(args: dict[str, object], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        app_builder(args)
 
 
 @pytest.mark.slow
