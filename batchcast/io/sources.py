@@ -53,6 +53,7 @@ __all__ = [
     "open_range",
     "s3_client",
     "s3_config",
+    "s3_request_bound_s",
     "split_s3",
 ]
 
@@ -163,6 +164,21 @@ def s3_config() -> botocore.config.Config:
         # One connection per concurrent reader or writer thread in a worker.
         max_pool_connections=64,
     )
+
+
+def s3_request_bound_s() -> float:
+    """Seconds one S3 request can take at most under :func:`s3_config`: every attempt's
+    connect and read timeouts plus the standard mode's backoff between them (at most 1 s,
+    2 s, 4 s, ..., capped at 20 s). 78 s with the defaults.
+
+    Raises:
+        ConfigError: when one of the ``BATCHCAST_S3_*`` variables is not a positive number.
+    """
+    connect = _env_number("BATCHCAST_S3_CONNECT_TIMEOUT", S3_CONNECT_TIMEOUT_S)
+    read = _env_number("BATCHCAST_S3_READ_TIMEOUT", S3_READ_TIMEOUT_S)
+    attempts = int(_env_number("BATCHCAST_S3_MAX_ATTEMPTS", S3_MAX_ATTEMPTS, integer=True))
+    backoff = sum(min(2.0**i, 20.0) for i in range(attempts - 1))
+    return attempts * (connect + read) + backoff
 
 
 _client_lock = threading.Lock()

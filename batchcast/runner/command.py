@@ -32,6 +32,8 @@ FLAGS = {
     "max_payload_mb": "--max-payload-mb",
     "shard_mb": "--shard-mb",
     "max_errors_listed": "--max-errors-listed",
+    "shard_timeout_s": "--shard-timeout",
+    "max_held_mb": "--max-held-mb",
 }
 
 
@@ -79,6 +81,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         "response_keys": _response_keys(args),
         "max_errors_listed": args.max_errors_listed,
         "errors_file": args.errors_file or None,
+        "shard_timeout_s": args.shard_timeout,
+        "max_held_mb": args.max_held_mb,
     }
     return {k: v for k, v in options.items() if v is not None}
 
@@ -210,6 +214,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--shard-mb",
         type=float,
         help="target shard size in MB (default 4); part of the output's identity",
+    )
+    t.add_argument(
+        "--shard-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="a shard still running after this long fails the job, naming its URI (default: "
+        "the S3 timeouts' bound plus 30 min per 4 MB of shard)",
+    )
+    t.add_argument(
+        "--max-held-mb",
+        type=float,
+        help="output in MB the driver holds at once, in flight and waiting to be written in "
+        "order (default 256; one shard always passes)",
     )
     t.add_argument(
         "--pipeline",

@@ -16,9 +16,9 @@ every output still being written is aborted (no partial ``.out``, no pending mul
 upload) and every actor is killed: on a small machine a leaked actor holds a CPU and the next
 job waits for it forever.
 
-Memory on the driver is bounded by the window: at most ``IN_FLIGHT_PER_WORKER`` shards in
-flight per worker, and at most ``HELD_PER_WORKER`` per worker in flight or finished but held
-back by the reorder buffer (a straggler cannot make the buffer grow with the input).
+Memory on the driver is bounded by the window (:mod:`batchcast.runner.window`): shards in
+flight and held back per worker, and the output bytes they hold (``max_held_mb``). A shard
+that runs past the job's deadline (``shard_timeout_s``) fails the job naming its URI.
 
 Ray is started only when there is a shard to process: a ``--resume`` of a finished job, or a
 job of empty files, never starts it.
@@ -53,7 +53,6 @@ from batchcast.io.sinks import (
 from batchcast.io.sources import InputObject, list_inputs
 from batchcast.models import check_model_digest
 from batchcast.runner.executor import (
-    IN_FLIGHT_PER_WORKER,
     Executor,
     LocalPool,
     Outcome,
@@ -72,13 +71,11 @@ from batchcast.runner.summary import (
     JobSummary,
     write_summary,
 )
+from batchcast.runner.window import HELD_PER_WORKER, Window, shard_deadline_s
 from batchcast.runner.writer import FileWriter
 
 __all__ = ["HELD_PER_WORKER", "MAX_ATTEMPTS", "run_transform"]
 
-# In flight plus held in the reorder buffer, per worker: room for a straggler to be overtaken
-# a few times (RAY_NOTES: a strict in-order window pays a straggler in full), still bounded.
-HELD_PER_WORKER = 8
 MAX_ATTEMPTS = 3  # per shard, across worker deaths
 
 _log = logging.getLogger(__name__)
@@ -356,8 +353,7 @@ class _Run:
         self.checked_only = 0  # shards of already-failed files: validated, not forecast
         self.stopped = False
         self.first_output: float | None = None
-        self.peak_held = 0
-        self.window = 0
+        self.window: Window | None = None
         # Shown by the progress line: counted as shards arrive, not as they are released.
         self.arrived = {"lines": 0, "series": 0, "shards_done": 0, "bytes_done": 0}
         self.files_done = 0
@@ -372,21 +368,21 @@ class _Run:
         if pool is None:
             return
         relpaths = {i: f.obj.relpath for i, f in self.files.items()}
-        in_flight_max = pool.size * IN_FLIGHT_PER_WORKER
-        self.window = pool.size * HELD_PER_WORKER
+        budget = int(self.job.max_held_mb * 1024 * 1024)
+        window = self.window = Window(pool.size, budget, shard_deadline_s(self.job))
         while (queue or pool.in_flight) and not self.stopped:
-            while (
-                queue
-                and len(pool.in_flight) < in_flight_max
-                and len(pool.in_flight) + self.order.buffered < self.window
+            while queue and window.may_submit(
+                queue[0], pool.in_flight.values(), self.order.buffered
             ):
                 shard = queue.popleft()
                 failed = self.files[shard.file_index].status == "failed"
                 self.checked_only += failed
                 pool.submit(shard, relpaths[shard.file_index], check_only=failed)
-            self.peak_held = max(self.peak_held, len(pool.in_flight) + self.order.buffered)
-            done = pool.wait()
-            assert done is not None  # no timeout given
+            window.submitted(len(pool.in_flight), self.order.buffered)
+            done = pool.wait(window.wait_s(pool.in_flight.values(), time.monotonic()))
+            if done is None:  # a shard may be past its deadline: that fails the job
+                window.check_deadline(pool.in_flight.values())
+                continue
             task, outcome = done
             if isinstance(outcome, ShardResult):
                 self._accept(task.shard, outcome)
@@ -426,7 +422,10 @@ class _Run:
         arrived["shards_done"] += 1
         arrived["bytes_done"] += shard.end - shard.start
         output = self.files[result.file_index]
+        assert self.window is not None  # drive() made it before any shard went out
+        self.window.arrived(shard, result)
         for _, shard_result, last in self.order.add(result.file_index, result.shard_index, result):
+            self.window.released(shard_result)
             errors = output.append(shard_result)
             if output.status == "failed" and errors and output.errors == len(errors):
                 self.files_done += 1  # its first error failed it: it is done
@@ -487,6 +486,7 @@ def _summarize(
     )
     seconds = state.seconds
     elapsed = seconds["total"]
+    window = state.window
     counts = {
         "files": len(plan.objects),
         "files_committed": sum(f["status"] == "committed" for f in files),
@@ -501,8 +501,10 @@ def _summarize(
         "worker_restarts": state.restarts,
         "shards_retried": state.retried,
         "shards_checked_only": state.checked_only,
-        "window_shards": state.window,
-        "peak_shards_held": state.peak_held,
+        "window_shards": window.held_max if window is not None else 0,
+        "peak_shards_held": window.peak_shards if window is not None else 0,
+        "window_bytes": window.max_held_bytes if window is not None else 0,
+        "peak_bytes_held": window.peak_bytes if window is not None else 0,
     }
     started = state.progress.started
     timings: dict[str, float | None] = {

@@ -15,12 +15,18 @@ as on Ray, because each shard's randomness derives from (seed, file, shard) alon
 (:func:`~batchcast.runner.processor.shard_seed`) and the sampler's bytes never depend on
 scheduling. What local gives up is process isolation: a crash ends the job (``--resume``
 continues it), where a Ray worker would be restarted. So large jobs keep Ray.
+
+A thread cannot be killed: a shard past its deadline (a frozen S3 read) fails the job, and
+its thread is abandoned, still blocked. The threads are daemons, so the process exits
+anyway (``concurrent.futures``' own pool joins its threads at exit, which would make the
+job's failure wait for the stuck read); an abandoned thread ends with its read's own timeout.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import os
+import queue
 import sys
 import threading
 import time
@@ -62,6 +68,9 @@ class Task:
     attempt: int
     generation: int  # the worker's restart count when the shard was submitted
     submitted: float  # time.monotonic() at submission
+    # time.monotonic() when its worker started it (None while it waits behind another
+    # shard): the shard deadline counts from here (runner/window.py).
+    started: float | None = None
     refs: list[Any] = field(default_factory=list)  # Ray: every object ref made for it
 
 
@@ -142,6 +151,46 @@ def local_workers(asked: int | None, *, shards: int) -> int:
     return max(1, min(asked or cpus, cpus, shards))
 
 
+class _DaemonThreads:
+    """A fixed set of daemon threads taking calls from one queue, each answered through a
+    ``concurrent.futures.Future`` (so ``cf.wait`` applies). Unlike ``ThreadPoolExecutor``,
+    nothing joins them at exit (see the module docstring)."""
+
+    def __init__(self, size: int, *, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[cf.Future[Any], Any, tuple[Any, ...]] | None]
+        self._calls = queue.SimpleQueue()
+        self._size = size
+        for i in range(size):
+            threading.Thread(target=self._serve, name=f"{name}-{i}", daemon=True).start()
+
+    def submit(self, fn: Any, *args: Any) -> cf.Future[Any]:
+        future: cf.Future[Any] = cf.Future()
+        self._calls.put((future, fn, args))
+        return future
+
+    def _serve(self) -> None:
+        while (call := self._calls.get()) is not None:
+            future, fn, args = call
+            if not future.set_running_or_notify_cancel():
+                continue  # cancelled while queued
+            try:
+                future.set_result(fn(*args))
+            except BaseException as err:  # handed to the driver through the future
+                future.set_exception(err)
+
+    def shutdown(self) -> None:
+        """Cancel queued calls and let each thread end after its current one."""
+        while True:
+            try:
+                call = self._calls.get_nowait()
+            except queue.Empty:
+                break
+            if call is not None:
+                call[0].cancel()
+        for _ in range(self._size):
+            self._calls.put(None)
+
+
 class LocalPool:
     """Model workers as threads of this process, each with its own :class:`ShardProcessor`.
 
@@ -163,7 +212,7 @@ class LocalPool:
         self._free = list(range(size))
         self._mine = threading.local()
         self._lock = threading.Lock()
-        self._threads = cf.ThreadPoolExecutor(size, thread_name_prefix="batchcast-worker")
+        self._threads = _DaemonThreads(size, name="batchcast-worker")
         self.in_flight: dict[Any, Task] = {}
 
     @property
@@ -177,8 +226,9 @@ class LocalPool:
                 index = self._mine.index = self._free.pop()
         return self._processors[index]
 
-    def _process(self, shard: Shard, relpath: str, check_only: bool) -> ShardResult:
-        return self._processor().process(shard, relpath, check_only=check_only)
+    def _process(self, task: Task, relpath: str, check_only: bool) -> ShardResult:
+        task.started = time.monotonic()
+        return self._processor().process(task.shard, relpath, check_only=check_only)
 
     def submit(
         self,
@@ -190,8 +240,8 @@ class LocalPool:
         check_only: bool = False,
     ) -> None:
         """Queue ``shard``; the first free thread takes it (``avoid`` has no meaning here)."""
-        future = self._threads.submit(self._process, shard, relpath, check_only)
-        self.in_flight[future] = Task(shard, 0, attempt, 0, time.monotonic())
+        task = Task(shard, 0, attempt, 0, time.monotonic())
+        self.in_flight[self._threads.submit(self._process, task, relpath, check_only)] = task
 
     def wait(self, timeout: float | None = None) -> tuple[Task, ShardResult | Outcome] | None:
         """The next finished shard; None when nothing finished within ``timeout``."""
@@ -211,7 +261,7 @@ class LocalPool:
 
     def close(self) -> None:
         """Drop queued shards; a shard being processed finishes in its thread (threads cannot
-        be killed) and its result is discarded. Never raises."""
-        self._threads.shutdown(wait=False, cancel_futures=True)
+        be killed: a stuck one is abandoned) and its result is discarded. Never raises."""
+        self._threads.shutdown()
         self.in_flight.clear()
         torch.set_num_threads(self._torch_threads)

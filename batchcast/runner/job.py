@@ -34,6 +34,10 @@ _RESPONSE_KEY_VARIABLES = (
 EXECUTORS = ("auto", "local", "ray")  # where the workers run (runner/executor.py)
 DEFAULT_SHARD_MB = 4.0
 DEFAULT_MAX_ERRORS_LISTED = 1000
+# Output bytes the driver may hold at once (shards in flight, estimated, and results waiting
+# in the reorder buffer): samples output is num_samples x horizon floats per series, so a
+# shard-count window alone does not bound memory (runner/window.py).
+DEFAULT_MAX_HELD_MB = 256.0
 # SageMaker DeepAR's largest num_samples (docs/inference.md). Checked for jobs here rather
 # than in InferenceConfig: the online path (serve, predict) bounds a request by its rows.
 MAX_NUM_SAMPLES = 1000
@@ -97,6 +101,11 @@ class TransformJob:
         max_errors_listed: record errors listed in the summary (the first ones); all of them
             are counted, by field and by file.
         errors_file: also stream every record error to ``<output>/_batchcast_errors.jsonl``.
+        shard_timeout_s: a shard still running after this many seconds fails the job with a
+            ``ShardError`` naming its URI; None = derived from the S3 timeouts and the shard
+            size (:func:`batchcast.runner.window.shard_deadline_s`).
+        max_held_mb: output the driver may hold at once, in MB (in flight, estimated, and
+            waiting to be written in order); at least one shard is always let through.
         ignored: (key, why) for every accepted key with no effect here.
         accept: the output's content type (``TransformOutput.Accept``): JSON Lines (default),
             JSON (the same lines) or ``text/csv`` (SPEC.md §8).
@@ -135,6 +144,8 @@ class TransformJob:
     name: str = ""
     max_errors_listed: int = DEFAULT_MAX_ERRORS_LISTED
     errors_file: bool = False
+    shard_timeout_s: float | None = None
+    max_held_mb: float = DEFAULT_MAX_HELD_MB
     ignored: tuple[tuple[str, str], ...] = ()
     response_keys: ResponseKeys = field(default_factory=ResponseKeys)
     precision: str = "fp32"
@@ -175,6 +186,12 @@ class TransformJob:
             )
         if not self.shard_mb > 0:
             raise ConfigError.for_key("shard_mb", "shard_mb", f"must be > 0, got {self.shard_mb}")
+        if self.shard_timeout_s is not None and not self.shard_timeout_s > 0:
+            expected = f"must be > 0, got {self.shard_timeout_s}"
+            raise ConfigError.for_key("shard_timeout_s", "shard_timeout_s", expected)
+        if not self.max_held_mb > 0:
+            expected = f"must be > 0, got {self.max_held_mb}"
+            raise ConfigError.for_key("max_held_mb", "max_held_mb", expected)
         if self.inference.num_samples > MAX_NUM_SAMPLES:
             raise ConfigError.for_key(
                 "num_samples",
@@ -351,6 +368,8 @@ class TransformJob:
             "name": self.name,
             "max_errors_listed": self.max_errors_listed,
             "errors_file": self.errors_file,
+            "shard_timeout_s": self.shard_timeout_s,
+            "max_held_mb": self.max_held_mb,
             "ignored": [{"key": k, "why": why} for k, why in self.ignored],
             "accept": self.accept,
             "response_keys": self.response_keys.to_environment(),

@@ -242,7 +242,10 @@ class WorkerPool:
         # A shard sent to a worker still restarting belongs to the death already counted:
         # if it is lost, that is the same death again (see died()).
         generation = self.generation[actor] - (actor in self.restarting)
-        task = Task(shard, actor, attempt, generation, time.monotonic())
+        now = time.monotonic()
+        # A worker runs its calls in order: a shard starts now on an idle worker, else when
+        # the one before it finishes (wait()).
+        task = Task(shard, actor, attempt, generation, now, now if self.load[actor] == 0 else None)
         if self.split and not check_only:  # checking alone is cheap: the actor does it
             # num_returns=2 gives two refs; Ray's stubs type it as one ref of a tuple.
             refs: Any = decode_shard.remote(shard, self.spec_ref, self.options_ref)
@@ -271,6 +274,9 @@ class WorkerPool:
             return None
         task = self.in_flight.pop(ready[0])
         self.load[task.actor] -= 1
+        queued = [t for t in self.in_flight.values() if t.actor == task.actor and t.started is None]
+        if queued:  # the next shard of that worker starts now (submission order)
+            min(queued, key=lambda t: t.submitted).started = time.monotonic()
         try:
             return task, ray.get(ready[0])
         except RayError as err:

@@ -11,7 +11,10 @@ Schema (keys of ``_batchcast_summary.json``):
   ``worker_restarts`` (worker deaths), ``shards_retried`` (resubmissions after a death),
   ``shards_checked_only`` (validated, not forecast: their file had already failed),
   ``window_shards`` (the most shards held at once, in flight or waiting in the reorder
-  buffer: the driver's memory bound) and ``peak_shards_held`` (the most it held).
+  buffer) and ``peak_shards_held`` (the most it held); ``window_bytes`` (``max_held_mb``
+  in bytes: output in flight, estimated, plus output waiting in the reorder buffer) and
+  ``peak_bytes_held`` (the most output bytes the reorder buffer held, the arriving shard's
+  included): the driver's memory bounds (runner/window.py).
 - ``timings``: ``total_s``, ``ray_init_s``, ``workers_ready_s``, ``first_output_s`` (null
   when no shard finished), the workers' summed ``decode_s``/``sample_s``/``encode_s``, and
   ``series_per_s`` (``series / total_s``).
