@@ -107,6 +107,8 @@ def header_timeout_protocol(timeout_s: float) -> type[asyncio.Protocol] | None:
 
     class HeaderTimeoutProtocol(HttpToolsProtocol):
         _header_timer: asyncio.TimerHandle | None = None
+        _head_arriving = False  # bytes of a request whose headers are not complete yet
+        _draining = False
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
@@ -114,17 +116,46 @@ def header_timeout_protocol(timeout_s: float) -> type[asyncio.Protocol] | None:
 
         def data_received(self, data: bytes) -> None:
             # Between requests (none yet, or the last one answered) bytes are a new head.
-            if self._header_timer is None and (self.cycle is None or self.cycle.response_complete):
-                self._arm()
+            if self.cycle is None or self.cycle.response_complete:
+                self._head_arriving = True
+                if self._header_timer is None:
+                    self._arm()
             super().data_received(data)
 
         def on_headers_complete(self) -> None:
             self._disarm()
+            self._head_arriving = False
             super().on_headers_complete()
+            if self._draining:  # the request that was arriving at SIGTERM: answer, then close
+                self.cycle.keep_alive = False
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
             super().connection_lost(exc)
+
+        def shutdown(self) -> None:
+            # uvicorn closes every connection without a request in progress, including one
+            # whose request has arrived (in the socket, or its headers part read) but is not
+            # parsed yet: a worker busy decoding a large body at SIGTERM reset such clients.
+            # Answer that request first (bounded by the header timeout and the drain's).
+            idle = self.cycle is None or self.cycle.response_complete
+            if idle and not self._draining and (self._head_arriving or self._unread()):
+                self._draining = True
+                if self._header_timer is None:
+                    self._arm()
+                return
+            super().shutdown()
+
+        def _unread(self) -> bool:
+            """Whether the client has sent bytes not yet read from the socket."""
+            sock = self.transport.get_extra_info("socket")
+            if sock is None:
+                return False
+            try:  # a duplicate: uvloop's transport socket cannot recv
+                with socket.socket(fileno=os.dup(sock.fileno())) as peek:
+                    return bool(peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+            except OSError:  # nothing waiting (EAGAIN), or the socket is gone
+                return False
 
         def _arm(self) -> None:
             self._header_timer = self.loop.call_later(timeout_s, self._expire)

@@ -307,6 +307,29 @@ def test_sigterm_with_requests_in_flight_answers_them_and_exits_0_promptly(model
     assert took < 30.0
 
 
+def test_a_request_arriving_at_sigterm_is_answered_before_the_exit(model: str) -> None:
+    # Its headers had begun to arrive when the signal came: uvicorn closed such a connection as
+    # idle, and the client saw a reset (as did one whose request sat unread in the socket).
+    host = start_uvicorn(model, workers=1)
+    assert host.process is not None
+    body = orjson.dumps({"instances": [instance(3)]})
+    head = _head(len(body)).replace(b"\r\n\r\n", b"\r\nConnection: keep-alive\r\n\r\n")
+    idle = socket.create_connection(_address(host))  # connected, nothing sent: closed at once
+    with socket.create_connection(_address(host)) as sock:
+        sock.sendall(head[:30])
+        time.sleep(0.3)  # read by the worker: the head is arriving
+        host.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        sock.sendall(head[30:] + body)
+        answer = _read_until_closed(sock, 30)  # closed after the answer, keep-alive or not
+    assert host.process.wait(30) == 0
+    assert _read_until_closed(idle, 5) == b""
+    idle.close()
+    response_head, _, payload = answer.partition(b"\r\n\r\n")
+    assert response_head.startswith(b"HTTP/1.1 200 "), answer[:300]
+    assert len(orjson.loads(payload)["predictions"]) == 1
+
+
 # ---------------------------------------------------------------------------------------------
 # Routes that do not exist
 
