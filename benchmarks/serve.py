@@ -1,7 +1,7 @@
 """Serving throughput: closed-loop HTTP clients against ``batchcast serve``, both hosts.
 
-    python -m benchmarks.serve            # ~15 minutes on 2 cores
-    python -m benchmarks.serve --quick    # ~6 minutes: shorter windows, same cases
+    python -m benchmarks.serve            # ~10 minutes on 2 cores
+    python -m benchmarks.serve --quick    # ~5 minutes: shorter windows, same cases
     python -m benchmarks.serve --quick --hosts uvicorn --modes batched,echo --concurrency 1,32
 
 Cases, in one run: the uvicorn host and the Ray Serve host, each with batching on, batching
@@ -391,7 +391,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.serve", description=__doc__, formatter_class=HelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="shorter windows (< 5 minutes)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="shorter windows: about 2-4 s per case, ~5 minutes in all",
+    )
     parser.add_argument("--concurrency", type=int_list, default=[1, 8, 32, 64])
     parser.add_argument("--series", type=int_list, default=[1, 100], help="series per request")
     parser.add_argument("--hosts", default=",".join(HOSTS), help="uvicorn,ray")
