@@ -9,6 +9,11 @@ the job's start), the job's total. ``process_s - total_s`` is what happens outsi
 clock (interpreter start, imports, shutdown). The median of ``--repeats`` runs is reported,
 each beside ``python -c "import batchcast.cli"`` (the cost of starting Python at all).
 
+Two cases, interleaved run by run: ``--executor auto`` (what a user gets: for this job, the
+local executor's threads, no Ray) and ``--executor ray`` (the same job on a private local
+Ray: the baseline, what every job paid before the local executor). Their outputs are
+compared byte for byte.
+
     python -m benchmarks.startup            # about 1 minute on 2 cores
 """
 
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -58,11 +64,12 @@ def _timed(
     return time.perf_counter() - t0, done
 
 
-def _one_run(model: str, source: Path, out: Path, workers: int) -> dict[str, Any]:
+def _one_run(model: str, source: Path, out: Path, workers: int, executor: str) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     command = [
         sys.executable, "-m", "batchcast", "transform", "--model", model,
         "--input", str(source), "--output", str(out), "--workers", str(workers), "--json",
+        "--executor", executor,
     ]  # fmt: skip
     process_s, done = _timed(command, env)
     if done.returncode != 0:
@@ -77,6 +84,7 @@ def _one_run(model: str, source: Path, out: Path, workers: int) -> dict[str, Any
         "first_output_s": t.get("first_output_s"),
         "series_per_s": t.get("series_per_s"),
         "outside_job_s": process_s - (t.get("total_s") or 0.0),
+        "executor": summary.get("cluster", {}).get("executor", "ray"),
     }
 
 
@@ -99,16 +107,35 @@ def main() -> int:
         _timed([sys.executable, "-c", "import batchcast.cli"], dict(os.environ))[0]
         for _ in range(3)
     )
-    runs = []
+    runs: dict[str, list[dict[str, Any]]] = {"auto": [], "ray": []}
     for i in range(args.repeats):
-        runs.append(_one_run(model, source, args.workdir / f"out-{i}", args.workers))
-    fields: dict[str, Any] = {
-        key: statistics.median(r[key] for r in runs if r[key] is not None) for key in runs[0]
-    }
-    fields.update(series=args.series, workers=args.workers, repeats=args.repeats)
-    fields["python_and_cli_import_s"] = import_s
-    emit("startup", f"{args.series} series, {args.workers} workers", fields)
+        for executor, done in runs.items():  # interleaved: a change in load hits both
+            out = args.workdir / f"out-{executor}-{i}"
+            shutil.rmtree(out, ignore_errors=True)
+            done.append(_one_run(model, source, out, args.workers, executor))
+    same = _outputs(args.workdir / "out-auto-0") == _outputs(args.workdir / "out-ray-0")
+    medians = {}
+    for executor, done in runs.items():
+        fields: dict[str, Any] = {
+            key: statistics.median(r[key] for r in done if r[key] is not None)
+            for key in done[0]
+            if key != "executor"
+        }
+        fields.update(series=args.series, workers=args.workers, repeats=args.repeats)
+        fields["executor"] = done[0]["executor"]
+        fields["python_and_cli_import_s"] = import_s
+        medians[executor] = fields
+    medians["auto"]["same_bytes_as_ray"] = same
+    medians["auto"]["vs_ray_process"] = medians["ray"]["process_s"] / medians["auto"]["process_s"]
+    for executor, fields in medians.items():
+        emit(
+            "startup", f"{args.series} series, {args.workers} workers, executor {executor}", fields
+        )
     return 0
+
+
+def _outputs(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.out"))}
 
 
 if __name__ == "__main__":
