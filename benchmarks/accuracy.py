@@ -16,7 +16,8 @@ The DeepAR forecast goes through batchcast's own path: the trained model is save
 with :func:`batchcast.models.load_model` and forecast with
 :func:`batchcast.forecast.sampling.forecast`.
 
-Reproduce: ``python -m benchmarks.accuracy [--dataset m3-monthly] [--no-arima]``.
+Reproduce: ``python -m benchmarks.accuracy [--dataset m3-monthly] [--no-arima]``
+(``--models batchcast_deepar --threads 1``: DeepAR alone, as the 2026-12-06 figures).
 One JSON line per (dataset, model).
 """
 
@@ -142,7 +143,7 @@ def run_deepar(
         start=np.full(len(train), START), targets=[x.astype(np.float32) for x in train]
     )
     started = time.perf_counter()
-    result = train_model(config, batch, seed=args.seed)
+    result = train_model(config, batch, seed=args.seed, min_past=args.min_past)
     train_seconds = time.perf_counter() - started
     inference = InferenceConfig(
         num_samples=args.num_samples,
@@ -159,6 +160,7 @@ def run_deepar(
     assert fc.quantiles is not None
     info = {
         "hyperparameters": hyperparameters,
+        "min_past": "context_length" if args.min_past is None else args.min_past,
         "epochs_run": len(result.losses),
         "best_epoch": result.best_epoch,
         "steps_per_epoch": result.steps_per_epoch,
@@ -199,6 +201,13 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--min-past",
+        type=int,
+        default=None,
+        help="history a training window starts with (default: the trainer's rule, "
+        "context_length; 1: GluonTS's sampler, the trainer before 2026-12-06)",
+    )
     parser.add_argument(
         "--models",
         default="all",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from batchcast.forecast import (
     build_windows,
     forecast,
 )
+from batchcast.forecast import train as train_module
 from batchcast.forecast.train import (
     MIN_BATCHES_PER_EPOCH,
     EpochReport,
@@ -87,7 +87,7 @@ def _fixed_window_loss(model: DeepAR, batch: SeriesBatch) -> float:
         windows.future_observed,
     )
     with torch.no_grad():
-        return float(model.loss(*(torch.from_numpy(a) for a in arrays)))  # type: ignore[arg-type]
+        return float(model.loss(*(torch.from_numpy(a) for a in arrays)))
 
 
 def _same_weights(a: DeepAR, b: DeepAR) -> bool:
@@ -153,6 +153,38 @@ def test_epoch_is_fixed_optimizer_steps_and_validation_holds_out_tails(data: Ser
     # every series (120 points > 2 * P) gives its last P points to validation
     assert result.validation_series == 16
     assert len(result.validation_losses) == 2
+
+
+def test_training_windows_start_after_context_length_points(
+    data: SeriesBatch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drawn: list[tuple[np.ndarray, np.ndarray]] = []
+
+    class Recording(train_module.WindowSampler):
+        def draw(self, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+            series, split = super().draw(size, rng)
+            drawn.append((series, split))
+            return series, split
+
+    monkeypatch.setattr(train_module, "WindowSampler", Recording)
+    # a series too short for a full context keeps its one last window: 12 points, no tail
+    # held out (that needs more than 2P), so its only split point is 12 - P = 6 < C
+    short = SeriesBatch.from_lists(
+        start=[0, 0],
+        targets=[data.series(0), data.series(1)[:12]],
+    )
+    train_model(_config(epochs=1), short, seed=0)
+    series = np.concatenate([d[0] for d in drawn])
+    splits = np.concatenate([d[1] for d in drawn])
+    assert set(splits[series == 1].tolist()) == {6}  # the short series' only window
+    # the long one: 120 points, its last P held out; windows from C to 120 - 2P, uniformly
+    long = splits[series == 0]
+    assert C <= long.min() < C + 5
+    assert 120 - 2 * P - 5 < long.max() <= 120 - 2 * P
+    # min_past=1 is GluonTS's sampler: windows from the first point
+    drawn.clear()
+    train_model(_config(epochs=1), short, seed=0, min_past=1)
+    assert min(d[1].min() for d in drawn) == 1
 
 
 def test_best_validation_epoch_is_restored(data: SeriesBatch) -> None:
@@ -322,7 +354,7 @@ METRIC_KEYS = [
 
 
 @pytest.fixture(scope="module")
-def channels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+def channels(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("channels")
     train = write_jsonl(folder / "train.jsonl", synthetic_records(10, length=(40, 60), seed=0))
     test = write_jsonl(folder / "test.jsonl", synthetic_records(4, length=(40, 60), seed=1))

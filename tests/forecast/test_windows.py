@@ -54,3 +54,22 @@ def test_validation_split_is_capped() -> None:
     assert split.series.size == MAX_VALIDATION_SERIES
     assert np.all(np.diff(split.series) > 0)
     assert int((split.train_end == 10 - P).sum()) == MAX_VALIDATION_SERIES
+
+
+def test_min_past_starts_windows_after_that_much_history() -> None:
+    # readable lengths 4, 13, 3, 40 with min_past 8: split points 1 (too short for 8: only its
+    # last split point), 8..10, none, 8..37
+    sampler = WindowSampler(np.array([4, 13, 3, 40]), P, min_past=8)
+    assert sampler.num_split_points == 1 + 3 + 30
+    series, split = sampler.draw(68_000, np.random.default_rng(0))
+    pairs, counts = np.unique(series * 100 + split, return_counts=True)
+    expected = [1] + [100 + s for s in range(8, 11)] + [300 + s for s in range(8, 38)]
+    assert pairs.tolist() == expected  # every allowed split point, and no other
+    assert counts.min() > 0.85 * 2_000
+    assert counts.max() < 1.15 * 2_000
+    # min_past 1 is the plain sampler
+    plain = WindowSampler(np.array([4, 13, 3, 40]), P, min_past=1)
+    default = WindowSampler(np.array([4, 13, 3, 40]), P)
+    a = plain.draw(64, np.random.default_rng(3))
+    b = default.draw(64, np.random.default_rng(3))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
