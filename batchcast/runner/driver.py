@@ -54,11 +54,10 @@ from batchcast.io.sources import InputObject, list_inputs
 from batchcast.models import check_model_digest
 from batchcast.runner.executor import (
     Executor,
-    LocalPool,
     Outcome,
     Task,
     choose_executor,
-    local_workers,
+    start_local_pool,
 )
 from batchcast.runner.job import TransformJob
 from batchcast.runner.processor import ShardResult, WorkerOptions
@@ -312,21 +311,20 @@ def _start_pool(job: TransformJob, spec: ModelSpec, state: _Run, shards: list[Sh
         pipeline=job.pipeline,
         input_bytes=sum(s.end - s.start for s in shards),
     )
+    pool: Executor
+    phase = state.progress.phase
     if executor == "local":
-        size = local_workers(job.workers, shards=len(shards))
-        state.progress.phase(f"starting {size} worker(s)")
-        t0 = time.perf_counter()
-        state.pool = LocalPool(job.model, options, size=size)
-        state.seconds["workers_ready"] = time.perf_counter() - t0
-        state.cluster = {"executor": "local", "nodes": 1, "cpus": float(size), "gpus": 0.0}
+        pool, state.cluster, seconds = start_local_pool(
+            job, options, shards=len(shards), phase=phase
+        )
     else:
         from batchcast.runner.pool import start_ray_pool  # Ray is imported only for Ray jobs
 
         pool, state.cluster, seconds = start_ray_pool(
-            job, spec, options, shards=len(shards), phase=state.progress.phase
+            job, spec, options, shards=len(shards), phase=phase
         )
-        state.pool = pool
-        state.seconds.update(seconds)
+    state.pool = pool
+    state.seconds.update(seconds)
     state.progress.working()
 
 

@@ -30,13 +30,14 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
 
 from batchcast.io.shards import Shard
-from batchcast.runner.job import EXECUTORS
+from batchcast.runner.job import EXECUTORS, TransformJob, available_cpus
 from batchcast.runner.processor import ShardProcessor, ShardResult, WorkerOptions
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "Task",
     "choose_executor",
     "local_workers",
+    "start_local_pool",
 ]
 
 IN_FLIGHT_PER_WORKER = 2  # one running, one queued: hides the round trip
@@ -142,13 +144,12 @@ def choose_executor(
     return "local" if input_bytes <= LOCAL_MAX_MB * 1024 * 1024 else "ray"
 
 
-def local_workers(asked: int | None, *, shards: int) -> int:
-    """Threads for a local job: what the job asks for (else one per CPU this process may
-    use), never more than those CPUs (a thread per core is the fastest; more only contend)
-    nor than the shards."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cpus = max(1, cpus or 1)
-    return max(1, min(asked or cpus, cpus, shards))
+def local_workers(job: TransformJob, *, shards: int) -> int:
+    """Threads for a local job: what the job asks for (:meth:`TransformJob.resolved_workers`),
+    never more than the CPUs this process may use (a thread per core is the fastest; more
+    only contend) nor than the shards."""
+    cpus = available_cpus()
+    return max(1, min(job.resolved_workers(cpus, 0), cpus, shards))
 
 
 class _DaemonThreads:
@@ -270,3 +271,16 @@ class LocalPool:
         self._threads.shutdown()
         self.in_flight.clear()
         torch.set_num_threads(self._torch_threads)
+
+
+def start_local_pool(
+    job: TransformJob, options: WorkerOptions, *, shards: int, phase: Callable[[str], None]
+) -> tuple[LocalPool, dict[str, Any], dict[str, float]]:
+    """The local twin of :func:`batchcast.runner.pool.start_ray_pool`: the pool, the summary's
+    description of where it ran, and the seconds taken (``workers_ready``)."""
+    size = local_workers(job, shards=shards)
+    phase(f"starting {size} worker(s)")
+    started = time.perf_counter()
+    pool = LocalPool(job.model, options, size=size)
+    seconds = {"workers_ready": time.perf_counter() - started}
+    return pool, {"executor": "local", "nodes": 1, "cpus": float(size), "gpus": 0.0}, seconds

@@ -21,7 +21,13 @@ from batchcast.forecast.precision import PRECISIONS
 from batchcast.io.content import ResponseKeys, check_join, parse_accept, with_response_keys
 from batchcast.io.join import Join
 
-__all__ = ["MAX_NUM_SAMPLES", "ON_ERROR_MODES", "TransformJob", "inference_from_env_value"]
+__all__ = [
+    "MAX_NUM_SAMPLES",
+    "ON_ERROR_MODES",
+    "TransformJob",
+    "available_cpus",
+    "inference_from_env_value",
+]
 
 ON_ERROR_MODES = ("fail-file", "record", "fail-fast")
 CONTENT_TYPES = ("application/jsonlines", "application/x-jsonlines", "application/json")
@@ -66,6 +72,14 @@ _KNOWN_TOP = (
     "TransformOutput",
     "DataProcessing",
 )
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, as in a container), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ import orjson
 
 from batchcast.errors import ConfigError
 from batchcast.forecast.config import InferenceConfig
+from batchcast.runner.job import available_cpus
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -47,14 +48,6 @@ DEFAULT_BODY_TIMEOUT_S = 60.0
 # One forecast chunk of the sampler (batchcast.forecast.sampling.DEFAULT_MAX_ROWS): 64 series
 # of 100 paths. A larger batch only adds latency to the small requests in it.
 DEFAULT_BATCH_ROWS = 6400
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, as in a container), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True, kw_only=True)

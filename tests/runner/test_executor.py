@@ -18,30 +18,13 @@ import orjson
 import pytest
 import torch
 
-from batchcast.api import train, transform
+from batchcast.api import transform
 from batchcast.errors import ConfigError
 from batchcast.runner.executor import LOCAL_MAX_MB, choose_executor, local_workers
 from batchcast.runner.job import TransformJob
 from batchcast.synthetic import synthetic_records, write_jsonl
 
-TINY = {
-    "time_freq": "H",
-    "context_length": "12",
-    "prediction_length": "6",
-    "epochs": "1",
-    "num_cells": "8",
-    "num_layers": "1",
-    "mini_batch_size": "16",
-}
 MB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    folder = tmp_path_factory.mktemp("model")
-    data = write_jsonl(folder / "train.jsonl", synthetic_records(48, freq="H", seed=1))
-    train(str(data), hyperparameters=TINY, model_dir=str(folder / "model"), seed=0)
-    return str(folder / "model")
 
 
 @pytest.fixture(scope="module")
@@ -84,11 +67,14 @@ def test_auto_joins_the_cluster_named_in_ray_address(monkeypatch: pytest.MonkeyP
 
 
 def test_local_workers_are_capped_by_the_cpus_and_the_shards() -> None:
+    def asking(workers: int | None) -> TransformJob:
+        return TransformJob(model="m", input="i", output="o", workers=workers)
+
     cpus = len(os.sched_getaffinity(0))
-    assert local_workers(None, shards=1000) == cpus
-    assert local_workers(1000, shards=1000) == cpus  # more threads than cores only contend
-    assert local_workers(None, shards=1) == 1
-    assert local_workers(1, shards=1000) == 1
+    assert local_workers(asking(None), shards=1000) == cpus
+    assert local_workers(asking(1000), shards=1000) == cpus  # more threads only contend
+    assert local_workers(asking(None), shards=1) == 1
+    assert local_workers(asking(1), shards=1000) == 1
 
 
 def test_the_local_executor_refuses_what_only_ray_runs() -> None:
@@ -101,18 +87,18 @@ def test_the_local_executor_refuses_what_only_ray_runs() -> None:
 
 
 @pytest.mark.usefixtures("no_ray_address")
-def test_local_and_ray_give_the_same_bytes(model: str, inputs: Path, tmp_path: Path) -> None:
+def test_local_and_ray_give_the_same_bytes(tiny_model: str, inputs: Path, tmp_path: Path) -> None:
     from local_ray import start_local_ray
 
     before = torch.get_num_threads()
-    local = transform(model, str(inputs), str(tmp_path / "local"), shard_mb=0.01, workers=2)
+    local = transform(tiny_model, str(inputs), str(tmp_path / "local"), shard_mb=0.01, workers=2)
     assert torch.get_num_threads() == before  # the pool gives the caller's setting back
     assert local.cluster["executor"] == "local"
     assert local.counts["shards"] > 4  # several shards per file, finishing in any order
     ray = start_local_ray()  # a generator: started by next(), shut down by close()
     next(ray)
     try:
-        on_ray = transform(model, str(inputs), str(tmp_path / "ray"), shard_mb=0.01, workers=2)
+        on_ray = transform(tiny_model, str(inputs), str(tmp_path / "ray"), shard_mb=0.01, workers=2)
     finally:
         ray.close()
     assert on_ray.cluster["executor"] == "ray"  # auto: a Ray is running, so it is used
@@ -124,14 +110,14 @@ def test_local_and_ray_give_the_same_bytes(model: str, inputs: Path, tmp_path: P
 
 @pytest.mark.usefixtures("no_ray_address")
 def test_a_bad_file_fails_alone_on_the_local_executor(
-    model: str, inputs: Path, tmp_path: Path
+    tiny_model: str, inputs: Path, tmp_path: Path
 ) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
     (folder / "a.jsonl").write_bytes((inputs / "a.jsonl").read_bytes())
     whole = gzip.compress((inputs / "b.jsonl").read_bytes())
     (folder / "b.jsonl.gz").write_bytes(whole[: len(whole) // 2])  # truncated gzip
-    summary = transform(model, str(folder), str(tmp_path / "out"), on_error="record")
+    summary = transform(tiny_model, str(folder), str(tmp_path / "out"), on_error="record")
     assert summary.cluster["executor"] == "local"
     statuses = {Path(f["input"]).name: f["status"] for f in summary.files}
     assert statuses == {"a.jsonl": "committed", "b.jsonl.gz": "failed"}
@@ -140,7 +126,7 @@ def test_a_bad_file_fails_alone_on_the_local_executor(
 
 
 def test_a_small_job_from_the_command_line_never_imports_ray(
-    model: str, inputs: Path, tmp_path: Path
+    tiny_model: str, inputs: Path, tmp_path: Path
 ) -> None:
     script = (
         "import sys\n"
@@ -150,7 +136,8 @@ def test_a_small_job_from_the_command_line_never_imports_ray(
         "sys.exit(code)\n"
     )
     out = tmp_path / "out"
-    argv = ["transform", "--model", model, "--input", str(inputs), "--output", str(out), "--json"]
+    argv = ["transform", "--model", tiny_model, "--input", str(inputs), "--output", str(out)]
+    argv.append("--json")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     done = subprocess.run(
         [sys.executable, "-c", script, *argv], capture_output=True, text=True, env=env, timeout=240
