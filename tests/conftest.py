@@ -4,7 +4,8 @@
 address), never a cluster found on the machine. ``s3_server`` starts once per session and
 points the standard AWS variables at it in ``os.environ``, so everything (boto3, smart_open,
 Ray workers started later) reaches it the way it would reach real S3. ``s3_bucket`` gives
-each test a fresh, empty bucket.
+each test a fresh, empty bucket. ``tiny_model`` is a tiny hourly model trained for one epoch,
+once per module that asks for it (the fault suite and the runner tests).
 """
 
 from __future__ import annotations
@@ -72,6 +73,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("cuda"):
             item.add_marker(skip)
+
+
+TINY_HYPERPARAMETERS = {
+    "time_freq": "H",
+    "context_length": "12",
+    "prediction_length": "6",
+    "epochs": "1",
+    "num_cells": "8",
+    "num_layers": "1",
+    "mini_batch_size": "16",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny hourly model (prediction_length 6, context 12) trained for one epoch; its path."""
+    from batchcast.api import train
+    from batchcast.synthetic import synthetic_records, write_jsonl
+
+    folder = tmp_path_factory.mktemp("tiny-model")
+    records = synthetic_records(48, freq="H", length=(30, 60), seed=1)
+    data = write_jsonl(folder / "train.jsonl", records)
+    model_dir = str(folder / "model")
+    train(str(data), hyperparameters=TINY_HYPERPARAMETERS, model_dir=model_dir, seed=0)
+    return model_dir
 
 
 @pytest.fixture(scope="module")

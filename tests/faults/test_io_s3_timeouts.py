@@ -13,27 +13,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
-import boto3
 import pytest
+from moto_process import SHORT_S3_TIMEOUTS, child_env, moto_process
 
-_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-# Per call at most 2 attempts x (1 s connect + 1 s read) + 1 s backoff = 5 s; the reads add
-# smart_open's one re-open. Five calls: well under a minute even on a loaded machine.
-_SHORT = {
-    "BATCHCAST_S3_CONNECT_TIMEOUT": "1",
-    "BATCHCAST_S3_READ_TIMEOUT": "1",
-    "BATCHCAST_S3_MAX_ATTEMPTS": "2",
-}
 _DEADLINE_S = 120
 
 _CHILD = r"""
@@ -64,51 +50,18 @@ for name, call in calls.items():
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def frozen_s3() -> Iterator[tuple[str, str]]:
     """A moto server in its own process with one bucket and object, then frozen (SIGSTOP)."""
-    port = _free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        client = boto3.session.Session(**_session_args()).client("s3", endpoint_url=endpoint)
-        for _ in range(300):  # start-up takes a few seconds on a busy machine
-            try:
-                client.create_bucket(Bucket="frozen")
-                break
-            except Exception:  # not listening yet
-                time.sleep(0.1)
+    with moto_process("frozen") as (endpoint, server, client):
         client.put_object(Bucket="frozen", Key="in/a.jsonl", Body=b'{"a": 1}\n')
         os.kill(server.pid, signal.SIGSTOP)
         yield endpoint, "frozen"
-    finally:
-        os.kill(server.pid, signal.SIGCONT)
-        server.terminate()
-        server.wait(timeout=30)
-
-
-def _session_args() -> dict[str, str]:
-    return {
-        "aws_access_key_id": _CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": _CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        "region_name": _CREDENTIALS["AWS_DEFAULT_REGION"],
-    }
 
 
 def test_every_s3_call_fails_within_a_bound_naming_the_uri(frozen_s3: tuple[str, str]) -> None:
     endpoint, bucket = frozen_s3
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BATCHCAST_S3"))}
-    env.update({**_CREDENTIALS, **_SHORT, "AWS_ENDPOINT_URL_S3": endpoint})
+    env = child_env(endpoint, SHORT_S3_TIMEOUTS)
     done = subprocess.run(
         [sys.executable, "-c", _CHILD, bucket],
         env=env,

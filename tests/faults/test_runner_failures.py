@@ -28,24 +28,6 @@ _MANY_SAMPLES = '{"num_samples": 100, "output_types": ["samples"]}'
 
 
 @pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs (needs root, as on the project's machines and in its container)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
-
-
-@pytest.fixture
 def frozen_folder(tmp_path: Path) -> Iterator[Path]:
     """A folder that refuses new entries, even for root (``chattr +i``; 0o555 otherwise)."""
     folder = tmp_path / "frozen"

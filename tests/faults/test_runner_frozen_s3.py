@@ -20,34 +20,23 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
+from moto_process import SHORT_S3_TIMEOUTS, child_env, moto_process
 
 from batchcast.synthetic import synthetic_records
 
-_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 _BUCKET = "frozen-job"
 _FILES = 300  # the job is still reading when the server freezes
 # From the freeze to the child's exit. The S3 case: one read is at most 2 x (1 + 1) + 1 s,
 # plus smart_open's re-open; the deadline case: 2 s. Start-up (Ray's included) comes before
 # the freeze. A hang would wait for the 60 s read timeout, or forever.
 _BOUND_S = 30.0
-_SHORT_S3 = {
-    "BATCHCAST_S3_CONNECT_TIMEOUT": "1",
-    "BATCHCAST_S3_READ_TIMEOUT": "1",
-    "BATCHCAST_S3_MAX_ATTEMPTS": "2",
-}
 _LONG_S3 = {
     "BATCHCAST_S3_CONNECT_TIMEOUT": "60",
     "BATCHCAST_S3_READ_TIMEOUT": "60",
@@ -55,49 +44,22 @@ _LONG_S3 = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def s3_process() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A moto server in its own process holding ``_FILES`` small inputs; its endpoint and
     process (to freeze)."""
-    port = _free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        session = boto3.session.Session(
-            aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
-        )
-        client = session.client("s3", endpoint_url=endpoint)
-        for _ in range(300):  # start-up takes a few seconds on a busy machine
-            try:
-                client.create_bucket(Bucket=_BUCKET)
-                break
-            except Exception:  # not listening yet
-                time.sleep(0.1)
+    with moto_process(_BUCKET) as (endpoint, server, client):
         records = list(synthetic_records(_FILES * 2, freq="H", length=(20, 40), seed=3))
         for i in range(_FILES):
             body = b"".join(json.dumps(r).encode() + b"\n" for r in records[2 * i : 2 * i + 2])
             client.put_object(Bucket=_BUCKET, Key=f"in/a{i:03d}.jsonl", Body=body)
         yield endpoint, server
-    finally:
-        os.kill(server.pid, signal.SIGCONT)
-        server.terminate()
-        server.wait(timeout=30)
 
 
 @pytest.mark.parametrize(
     ("executor", "s3_settings", "flags", "expect"),
     [
-        ("local", _SHORT_S3, [], "timeout"),
+        ("local", SHORT_S3_TIMEOUTS, [], "timeout"),
         ("local", _LONG_S3, ["--shard-timeout", "2"], "no result after 2 s"),
         ("ray", _LONG_S3, ["--shard-timeout", "2"], "no result after 2 s"),
     ],
@@ -114,8 +76,7 @@ def test_a_frozen_endpoint_fails_the_job_within_a_bound(
 ) -> None:
     endpoint, server = s3_process
     output = tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BATCHCAST_S3"))}
-    env.update({**_CREDENTIALS, **s3_settings, "AWS_ENDPOINT_URL_S3": endpoint})
+    env = child_env(endpoint, s3_settings)
     env.pop("RAY_ADDRESS", None)  # a private Ray for the ray case, never a cluster found here
     command = [
         sys.executable, "-m", "batchcast", "transform", "--model", tiny_model,

@@ -23,8 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))
 from serve_cases import (  # the serve tests' helpers: tiny model, real host
     ENV_INFERENCE,
     Server,
+    address,
+    check_lying_content_length,
+    good_request,
     instance,
     jsonl,
+    read_until_closed,
+    request_head,
     save_tiny_model,
     start_uvicorn,
     stop_uvicorn,
@@ -57,22 +62,10 @@ def client(server: Server) -> Iterator[httpx.Client]:
         yield c
 
 
-def _address(server: Server) -> tuple[str, int]:
-    host, port = server.url.removeprefix("http://").rsplit(":", 1)
-    return host, int(port)
-
-
 def _send_and_leave(server: Server, head: bytes, body: bytes) -> None:
     """A client that sends (part of) a request and hangs up without reading the answer."""
-    with socket.create_connection(_address(server)) as sock:
+    with socket.create_connection(address(server)) as sock:
         sock.sendall(head + body)
-
-
-def _head(length: int, content_type: str = "application/json") -> bytes:
-    return (
-        f"POST /invocations HTTP/1.1\r\nHost: test\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {length}\r\n\r\n"
-    ).encode()
 
 
 def _log_since(server: Server, mark: int, *, until: str, timeout: float = 30.0) -> list[str]:
@@ -86,12 +79,6 @@ def _log_since(server: Server, mark: int, *, until: str, timeout: float = 30.0) 
     raise AssertionError(f"no log line with {until!r}:\n" + "\n".join(server.log[mark:][-20:]))
 
 
-def _good(client: httpx.Client, i: int = 0) -> httpx.Response:
-    response = client.post("/invocations", json={"instances": [instance(i)]})
-    assert response.status_code == 200, response.text
-    return response
-
-
 # ---------------------------------------------------------------------------------------------
 # Clients that hang up
 
@@ -102,9 +89,9 @@ def test_a_client_that_hangs_up_mid_body_is_not_an_internal_error(
     mark = len(server.log)
     body = orjson.dumps({"instances": [instance(0)]})
     for _ in range(3):
-        _send_and_leave(server, _head(len(body) + 1000), body[:20])
+        _send_and_leave(server, request_head(len(body) + 1000), body[:20])
     time.sleep(0.5)
-    _good(client)  # still serving
+    good_request(client)  # still serving
     lines = _log_since(server, mark, until="series=1")
     text = "\n".join(lines)
     assert "Traceback" not in text, text
@@ -117,12 +104,12 @@ def test_requests_whose_clients_left_are_not_forecast(server: Server, client: ht
     # Each of these costs the single worker about a second of sampling; a client that sends
     # one and leaves must not make the next client wait for it.
     big = jsonl([instance(i % 50, length=10) for i in range(10_000)])
-    _good(client)  # warm
+    good_request(client)  # warm
     mark = len(server.log)
     for _ in range(4):
-        _send_and_leave(server, _head(len(big), "application/jsonlines"), big)
+        _send_and_leave(server, request_head(len(big), "application/jsonlines"), big)
     time.sleep(0.5)
-    _good(client, 1)
+    good_request(client, 1)
     lines = _log_since(server, mark, until="series=1 ")
     time.sleep(0.5)
     lines = server.log[mark:]
@@ -133,12 +120,6 @@ def test_requests_whose_clients_left_are_not_forecast(server: Server, client: ht
     assert len(dropped) >= 3, "\n".join(lines)
 
 
-def _read_until_closed(sock: socket.socket, timeout: float) -> bytes:
-    """Everything the server sends until it closes the connection (fails past ``timeout``)."""
-    sock.settimeout(timeout)
-    return b"".join(iter(lambda: sock.recv(1 << 16), b""))
-
-
 def test_a_body_that_stalls_or_trickles_is_408_and_others_are_served_meanwhile(
     server: Server, client: httpx.Client
 ) -> None:
@@ -147,22 +128,22 @@ def test_a_body_that_stalls_or_trickles_is_408_and_others_are_served_meanwhile(
     # of a replica's max_ongoing_requests slots.
     body = orjson.dumps({"instances": [instance(0)]})
     mark = len(server.log)
-    stalled = [socket.create_connection(_address(server)) for _ in range(3)]
+    stalled = [socket.create_connection(address(server)) for _ in range(3)]
     for sock in stalled:
-        sock.sendall(_head(len(body)) + body[:10])
-    trickler = socket.create_connection(_address(server))
-    trickler.sendall(_head(len(body)))
+        sock.sendall(request_head(len(body)) + body[:10])
+    trickler = socket.create_connection(address(server))
+    trickler.sendall(request_head(len(body)))
     start = time.monotonic()
     served = 0
     for i in range(6):  # while they hang, the server answers others at once
         if i < len(body) - 10:
             trickler.sendall(body[i : i + 1])
         began = time.monotonic()
-        _good(client, i)
+        good_request(client, i)
         served += 1
         assert time.monotonic() - began < BODY_TIMEOUT_S / 2
         time.sleep(BODY_TIMEOUT_S / 8)
-    answers = [_read_until_closed(sock, 3 * BODY_TIMEOUT_S) for sock in [*stalled, trickler]]
+    answers = [read_until_closed(sock, 3 * BODY_TIMEOUT_S) for sock in [*stalled, trickler]]
     waited = time.monotonic() - start
     for sock in [*stalled, trickler]:
         sock.close()
@@ -183,13 +164,13 @@ def test_clients_that_stall_before_their_headers_end_are_disconnected(
 ) -> None:
     # uvicorn bounds only the idle time between requests, and any byte cancels that: these
     # held their connections (file descriptors) for ever, a few thousand of them the worker.
-    silent = socket.create_connection(_address(server))  # connects, never sends
-    partial = [socket.create_connection(_address(server)) for _ in range(3)]
+    silent = socket.create_connection(address(server))  # connects, never sends
+    partial = [socket.create_connection(address(server)) for _ in range(3)]
     for sock in partial:
         sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: test\r\nContent-Ty")
-    trickler = socket.create_connection(_address(server))
+    trickler = socket.create_connection(address(server))
     trickler.sendall(b"POST /invocations HTTP/1.1\r\n")
-    reused = socket.create_connection(_address(server))  # answered once, then stalls
+    reused = socket.create_connection(address(server))  # answered once, then stalls
     reused.sendall(b"GET /ping HTTP/1.1\r\nHost: test\r\n\r\n")
     reused.settimeout(10)
     assert reused.recv(1 << 16).startswith(b"HTTP/1.1 200 ")
@@ -197,39 +178,29 @@ def test_clients_that_stall_before_their_headers_end_are_disconnected(
     start = time.monotonic()
     for i in range(6):
         trickler.sendall(b"X-Slow-%d: 1\r\n" % i)
-        _good(client, i)
+        good_request(client, i)
         time.sleep(BODY_TIMEOUT_S / 8)
     everyone = [silent, *partial, trickler, reused]
-    assert [_read_until_closed(sock, 4 * BODY_TIMEOUT_S) for sock in everyone] == [b""] * 6
+    assert [read_until_closed(sock, 4 * BODY_TIMEOUT_S) for sock in everyone] == [b""] * 6
     assert time.monotonic() - start < 3 * BODY_TIMEOUT_S
     for sock in everyone:
         sock.close()
-    _good(client)
+    good_request(client)
 
 
 def test_a_lying_content_length_is_refused_at_once(server: Server, client: httpx.Client) -> None:
-    # Claims 1 GB, sends a little and waits: answered 413 at once and closed, not drained for
-    # a gigabyte (nor left to the body timeout, which answered 408 here before).
-    with socket.create_connection(_address(server)) as sock:
-        sock.sendall(_head(1 << 30) + b'{"instances": [')
-        began = time.monotonic()
-        answer = _read_until_closed(sock, 10)
-    assert time.monotonic() - began < BODY_TIMEOUT_S / 2
-    head, _, payload = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 413 "), answer[:200]
-    assert orjson.loads(payload)["error"]["field"] == "Content-Length"
-    _good(client)
+    check_lying_content_length(server, client, BODY_TIMEOUT_S)
 
 
 def test_a_body_that_arrives_within_the_timeout_is_served(server: Server) -> None:
     # Slow but steady: the whole body within the limit is answered (the limit is not per chunk).
     body = orjson.dumps({"instances": [instance(0)]})
-    with socket.create_connection(_address(server)) as sock:
-        sock.sendall(_head(len(body)).replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+    with socket.create_connection(address(server)) as sock:
+        sock.sendall(request_head(len(body)).replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
         for part in (body[: len(body) // 2], body[len(body) // 2 :]):
             time.sleep(BODY_TIMEOUT_S / 3)
             sock.sendall(part)
-        answer = _read_until_closed(sock, 10)
+        answer = read_until_closed(sock, 10)
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
 
 
@@ -256,7 +227,7 @@ def test_a_request_for_too_many_sample_paths_is_400_and_the_worker_lives(
     assert f"{instances} series x {num_samples} sample paths" in error["message"]
     assert server.process is not None
     assert server.process.poll() is None
-    _good(client)
+    good_request(client)
 
 
 def test_many_paths_for_one_series_are_still_served(client: httpx.Client) -> None:
@@ -275,10 +246,10 @@ def test_sigterm_with_requests_in_flight_answers_them_and_exits_0_promptly(model
     host = start_uvicorn(model, workers=2)
     assert host.process is not None
     body = jsonl([instance(i % 50, length=10) for i in range(2_000)])
-    head = _head(len(body), "application/jsonlines").replace(
+    head = request_head(len(body), "application/jsonlines").replace(
         b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"
     )
-    sockets = [socket.create_connection(_address(host)) for _ in range(8)]
+    sockets = [socket.create_connection(address(host)) for _ in range(8)]
     for sock in sockets:
         sock.sendall(head + body)
     time.sleep(0.5)  # read by the workers: in flight, not in the kernel's backlog
@@ -290,7 +261,7 @@ def test_sigterm_with_requests_in_flight_answers_them_and_exits_0_promptly(model
     answers = []
     for sock in sockets:
         with sock:
-            answers.append(_read_until_closed(sock, 30))
+            answers.append(read_until_closed(sock, 30))
     assert status == 0
     assert [a.split(b"\r\n", 1)[0] for a in answers] == [b"HTTP/1.1 200 OK"] * 8
     assert [a.split(b"\r\n\r\n", 1)[1].count(b"\n") for a in answers] == [2_000] * 8
@@ -313,17 +284,17 @@ def test_a_request_arriving_at_sigterm_is_answered_before_the_exit(model: str) -
     host = start_uvicorn(model, workers=1)
     assert host.process is not None
     body = orjson.dumps({"instances": [instance(3)]})
-    head = _head(len(body)).replace(b"\r\n\r\n", b"\r\nConnection: keep-alive\r\n\r\n")
-    idle = socket.create_connection(_address(host))  # connected, nothing sent: closed at once
-    with socket.create_connection(_address(host)) as sock:
+    head = request_head(len(body)).replace(b"\r\n\r\n", b"\r\nConnection: keep-alive\r\n\r\n")
+    idle = socket.create_connection(address(host))  # connected, nothing sent: closed at once
+    with socket.create_connection(address(host)) as sock:
         sock.sendall(head[:30])
         time.sleep(0.3)  # read by the worker: the head is arriving
         host.process.send_signal(signal.SIGTERM)
         time.sleep(0.5)
         sock.sendall(head[30:] + body)
-        answer = _read_until_closed(sock, 30)  # closed after the answer, keep-alive or not
+        answer = read_until_closed(sock, 30)  # closed after the answer, keep-alive or not
     assert host.process.wait(30) == 0
-    assert _read_until_closed(idle, 5) == b""
+    assert read_until_closed(idle, 5) == b""
     idle.close()
     response_head, _, payload = answer.partition(b"\r\n\r\n")
     assert response_head.startswith(b"HTTP/1.1 200 "), answer[:300]

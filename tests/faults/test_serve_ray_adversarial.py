@@ -24,13 +24,17 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))
 from serve_cases import (  # the serve tests' helpers: tiny model, real host
     ENV_INFERENCE,
-    P,
     Server,
+    address,
+    check_lying_content_length,
+    good_request,
     instance,
     jsonl,
     lines_of,
     ray_access_lines,
     ray_host,
+    read_until_closed,
+    request_head,
     save_tiny_model,
 )
 
@@ -63,33 +67,6 @@ def client(server: Server) -> Iterator[httpx.Client]:
         yield c
 
 
-def _address(server: Server) -> tuple[str, int]:
-    host, port = server.url.removeprefix("http://").rsplit(":", 1)
-    return host, int(port)
-
-
-def _head(length: int, content_type: str = "application/json", *, close: bool = False) -> bytes:
-    return (
-        f"POST /invocations HTTP/1.1\r\nHost: test\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {length}\r\n{'Connection: close' + chr(13) + chr(10) if close else ''}"
-        "\r\n"
-    ).encode()
-
-
-def _read_until_closed(sock: socket.socket, timeout: float) -> bytes:
-    """Everything the server sends until it closes the connection (fails past ``timeout``)."""
-    sock.settimeout(timeout)
-    return b"".join(iter(lambda: sock.recv(1 << 16), b""))
-
-
-def _good(client: httpx.Client, i: int = 0) -> httpx.Response:
-    response = client.post("/invocations", json={"instances": [instance(i)]})
-    assert response.status_code == 200, response.text
-    [prediction] = response.json()["predictions"]
-    assert len(prediction["mean"]) == P
-    return response
-
-
 def _error(response: httpx.Response, status: int) -> dict[str, object]:
     assert response.status_code == status, response.text[:300]
     assert response.headers["content-type"] == "application/json"
@@ -114,21 +91,11 @@ def test_a_body_over_max_payload_is_413_whatever_the_client_declares(
 
     streamed = client.post("/invocations", content=chunks(), headers=JSON)
     assert _error(streamed, 413)["field"] == "Content-Length"
-    _good(client)
+    good_request(client)
 
 
 def test_a_lying_content_length_is_refused_at_once(server: Server, client: httpx.Client) -> None:
-    # Claims 1 GB, sends a little and waits: answered 413 at once, not drained for a gigabyte
-    # (nor left to the body timeout, which answered 408 here before).
-    with socket.create_connection(_address(server)) as sock:
-        sock.sendall(_head(1 << 30) + b'{"instances": [')
-        began = time.monotonic()
-        answer = _read_until_closed(sock, 10)
-    assert time.monotonic() - began < BODY_TIMEOUT_S / 2
-    head, _, payload = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 413 "), answer[:200]
-    assert orjson.loads(payload)["error"]["field"] == "Content-Length"
-    _good(client)
+    check_lying_content_length(server, client, BODY_TIMEOUT_S)
 
 
 @pytest.mark.parametrize(
@@ -161,7 +128,7 @@ def test_malformed_bodies_are_400_and_the_replica_lives(
 ) -> None:
     error = _error(client.post("/invocations", content=body, headers=headers), 400)
     assert error["message"]
-    _good(client)
+    good_request(client)
 
 
 @pytest.mark.parametrize(
@@ -181,7 +148,7 @@ def test_wrong_content_types_and_accepts(
     assert _error(client.post("/invocations", content=body, headers=headers), status)["field"] == (
         field
     )
-    _good(client)
+    good_request(client)
 
 
 @pytest.mark.parametrize(
@@ -212,7 +179,7 @@ def test_a_request_for_too_many_sample_paths_is_400_and_the_replica_lives(
     error = _error(client.post("/invocations", content=body, headers=JSON), 400)
     assert error["field"] == "num_samples"
     assert f"{instances} series x {num_samples} sample paths" in str(error["message"])
-    _good(client)
+    good_request(client)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,19 +191,19 @@ def test_a_body_that_stalls_or_trickles_is_408_and_others_are_served_meanwhile(
 ) -> None:
     # Through the proxy, a stalled body holds one of the replica's max_ongoing_requests slots.
     body = orjson.dumps({"instances": [instance(0)]})
-    stalled = [socket.create_connection(_address(server)) for _ in range(3)]
+    stalled = [socket.create_connection(address(server)) for _ in range(3)]
     for sock in stalled:
-        sock.sendall(_head(len(body)) + body[:10])
-    trickler = socket.create_connection(_address(server))
-    trickler.sendall(_head(len(body)))
+        sock.sendall(request_head(len(body)) + body[:10])
+    trickler = socket.create_connection(address(server))
+    trickler.sendall(request_head(len(body)))
     start = time.monotonic()
     for i in range(6):
         trickler.sendall(body[i : i + 1])
         began = time.monotonic()
-        _good(client, i)
+        good_request(client, i)
         assert time.monotonic() - began < BODY_TIMEOUT_S / 2
         time.sleep(BODY_TIMEOUT_S / 8)
-    answers = [_read_until_closed(sock, 4 * BODY_TIMEOUT_S) for sock in [*stalled, trickler]]
+    answers = [read_until_closed(sock, 4 * BODY_TIMEOUT_S) for sock in [*stalled, trickler]]
     waited = time.monotonic() - start
     for sock in [*stalled, trickler]:
         sock.close()
@@ -262,17 +229,17 @@ def test_clients_that_hang_up_do_not_hold_up_the_next(server: Server, client: ht
     # Each costs the replica about a second of sampling: a client that sends one and leaves
     # (mid-body or after the body) must not make the next client wait for it.
     big = jsonl([instance(i % 50, length=10) for i in range(10_000)])
-    _good(client)
+    good_request(client)
     mark = len(_access_lines_after(0, count=0))
     for cut in (len(big) // 2, len(big), len(big), len(big)):
-        with socket.create_connection(_address(server)) as sock:
-            sock.sendall(_head(len(big), "application/jsonlines") + big[:cut])
+        with socket.create_connection(address(server)) as sock:
+            sock.sendall(request_head(len(big), "application/jsonlines") + big[:cut])
     time.sleep(0.5)
     began = time.monotonic()
-    _good(client, 1)
+    good_request(client, 1)
     # The first may already be in the sampler when its client leaves; not four of them.
     assert time.monotonic() - began < 2.5
-    _good(client, 2)
+    good_request(client, 2)
     # Serve cancels the handler of a client that disconnects: that is a 499 in the access
     # log, like the uvicorn host's, not a 500 (which it was before). A request cancelled in
     # the proxy before it reached the replica leaves no line.

@@ -1,6 +1,7 @@
 """Integration fixtures: one real local Ray per module, and tiny trained models.
 
-Helpers and constants the test modules import live in ``transform_harness.py``.
+Helpers and constants the test modules import live in ``transform_harness.py``; the plain
+``tiny_model`` comes from tests/conftest.py.
 
 Ray is started once per module (``ray.init`` costs seconds and two actors take this
 machine's two CPUs), never per test, and shut down after the module, so no module shares
@@ -30,13 +31,6 @@ def _train(folder: Path, records: Any) -> str:
     model_dir = str(folder / "model")
     train(str(data), hyperparameters=TINY_HYPERPARAMETERS, model_dir=model_dir, seed=0)
     return model_dir
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A tiny hourly model (prediction_length 6, context 12) saved to a folder; its path."""
-    folder = tmp_path_factory.mktemp("tiny-model")
-    return _train(folder, synthetic_records(48, freq="H", length=(30, 60), seed=1))
 
 
 @pytest.fixture(scope="module")

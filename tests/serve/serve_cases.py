@@ -231,3 +231,52 @@ def host(kind: str, model: str, **kwargs: Any) -> Iterator[Server]:
     manager = uvicorn_host if kind == "uvicorn" else ray_host
     with manager(model, **kwargs) as server:
         yield server
+
+
+# Raw HTTP on a socket, for the clients httpx will not impersonate: slow, lying, hanging up.
+
+
+def address(server: Server) -> tuple[str, int]:
+    """(host, port) of a server's URL."""
+    host_name, port = server.url.removeprefix("http://").rsplit(":", 1)
+    return host_name, int(port)
+
+
+def request_head(
+    length: int, content_type: str = "application/json", *, close: bool = False
+) -> bytes:
+    """The head of a ``POST /invocations`` declaring ``length`` body bytes."""
+    connection = "Connection: close\r\n" if close else ""
+    return (
+        f"POST /invocations HTTP/1.1\r\nHost: test\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {length}\r\n{connection}\r\n"
+    ).encode()
+
+
+def read_until_closed(sock: socket.socket, timeout: float) -> bytes:
+    """Everything the server sends until it closes the connection (fails past ``timeout``)."""
+    sock.settimeout(timeout)
+    return b"".join(iter(lambda: sock.recv(1 << 16), b""))
+
+
+def good_request(client: httpx.Client, i: int = 0) -> httpx.Response:
+    """A valid one-instance request, answered 200 with its forecast: the server still serves."""
+    response = client.post("/invocations", json={"instances": [instance(i)]})
+    assert response.status_code == 200, response.text
+    [prediction] = response.json()["predictions"]
+    assert len(prediction["mean"]) == P
+    return response
+
+
+def check_lying_content_length(server: Server, client: httpx.Client, body_timeout_s: float) -> None:
+    """A client claims 1 GB, sends a little and waits: answered 413 at once, not drained for a
+    gigabyte (nor left to the body timeout, which answered 408 before), and others served."""
+    with socket.create_connection(address(server)) as sock:
+        sock.sendall(request_head(1 << 30) + b'{"instances": [')
+        began = time.monotonic()
+        answer = read_until_closed(sock, 10)
+    assert time.monotonic() - began < body_timeout_s / 2
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 "), answer[:200]
+    assert orjson.loads(payload)["error"]["field"] == "Content-Length"
+    good_request(client)
