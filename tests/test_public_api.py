@@ -55,6 +55,7 @@ EXPECTED = {
         "OutputError",
         "RecordContract",
         "Shard",
+        "PieceBudget",
         "ShardLines",
         "Sink",
         "TrainingChannels",

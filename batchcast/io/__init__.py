@@ -13,7 +13,14 @@ from batchcast.io.join import Join, JsonPath, compile_path
 from batchcast.io.jsonl import encode_error, encode_forecasts, forecast_dicts, join_lines
 from batchcast.io.model_files import read_model_files, write_model_files
 from batchcast.io.records import DecodedShard, decode_records, renumber
-from batchcast.io.shards import CorruptInputError, Shard, ShardLines, plan_shards, read_shard_lines
+from batchcast.io.shards import (
+    CorruptInputError,
+    PieceBudget,
+    Shard,
+    ShardLines,
+    plan_shards,
+    read_shard_lines,
+)
 from batchcast.io.sinks import (
     OutputError,
     Sink,
@@ -40,6 +47,7 @@ __all__ = [
     "Join",
     "JsonPath",
     "OutputError",
+    "PieceBudget",
     "RecordContract",
     "Shard",
     "ShardLines",

@@ -24,6 +24,15 @@ every other reader see the same lines:
   ends after it (one byte read past the shard when its last line is empty), so this does
   not depend on how the object is sharded.
 
+A shard can be too big to process at once: a gzip object is always one shard, whatever its
+decompressed size, and with ``samples`` one short line can forecast into megabytes. Given a
+:class:`PieceBudget`, reading a whole shard holds its lines only while they fit one *piece*
+(their bytes, and an estimate of their output); past it, the reader stops holding lines,
+counts on, and returns the shard's piece plan instead: line ranges, cut greedily where the
+next line would overflow the budget. The plan is a pure function of the shard's lines and the
+budget's fixed constants, never of how the bytes arrived, so a piece (a :class:`Shard` with
+``piece >= 0``) is read again by line range and its output is the same on every run.
+
 A corrupt or truncated gzip stream raises :class:`CorruptInputError` (a :class:`ShardError`
 naming the URI), distinct from a failed read, so a caller can fail that file alone.
 """
@@ -31,10 +40,11 @@ naming the URI), distinct from a failed read, so a caller can fail that file alo
 from __future__ import annotations
 
 import gzip
+import itertools
 import math
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO
 
 from batchcast.errors import ConfigError, ShardError
@@ -43,6 +53,7 @@ from batchcast.io.sources import READ_ERRORS, InputObject, open_range
 __all__ = [
     "CHUNK_BYTES",
     "CorruptInputError",
+    "PieceBudget",
     "Shard",
     "ShardLines",
     "plan_shards",
@@ -94,6 +105,8 @@ class Shard:
         index: this shard's number within its object (0-based).
         count: how many shards the object has.
         compressed: gzip object (always one shard).
+        piece: -1 for the whole shard; else which piece of it this is (lines
+            ``[line_start, line_stop)`` of the shard, numbered from 0), of ``pieces``.
     """
 
     file_index: int
@@ -103,6 +116,39 @@ class Shard:
     index: int
     count: int
     compressed: bool
+    piece: int = -1
+    pieces: int = 1
+    line_start: int = 0
+    line_stop: int = 0
+
+    @property
+    def size(self) -> int:
+        """The input bytes this shard stands for (a piece: its share of the range)."""
+        return (self.end - self.start) // self.pieces
+
+    def split(self, ranges: Sequence[tuple[int, int]]) -> list[Shard]:
+        """This shard's pieces, one per line range of its piece plan."""
+        return [
+            replace(self, piece=p, pieces=len(ranges), line_start=a, line_stop=b)
+            for p, (a, b) in enumerate(ranges)
+        ]
+
+
+@dataclass(frozen=True)
+class PieceBudget:
+    """The most one piece of a shard may hold (see the module docstring).
+
+    Attributes:
+        input_bytes: the lines' bytes.
+        output_bytes: their estimated output: ``line_output`` plus the line's own length per
+            line (forwarded fields can echo a record whole).
+        line_output: the estimated output of one record: its forecast's numbers at their
+            longest.
+    """
+
+    input_bytes: int
+    output_bytes: int
+    line_output: int
 
 
 @dataclass
@@ -113,10 +159,13 @@ class ShardLines:
         lines: each line without its ``\\n`` (and trailing ``\\r``), in order.
         oversize: local 0-based line index -> byte length, for lines longer than the
             limit; they were streamed past, never held, and their slot in ``lines`` is ``b""``.
+        pieces: the shard's piece plan when it does not fit one piece (then ``lines`` is
+            empty: the pieces are read one by one); empty otherwise.
     """
 
     lines: list[bytes]
     oversize: dict[int, int] = field(default_factory=dict)
+    pieces: list[tuple[int, int]] = field(default_factory=list)
 
 
 def plan_shards(objects: Sequence[InputObject], *, target_bytes: int) -> list[Shard]:
@@ -158,16 +207,22 @@ def plan_shards(objects: Sequence[InputObject], *, target_bytes: int) -> list[Sh
 
 
 def read_shard_lines(
-    shard: Shard, *, max_line_bytes: int, chunk_bytes: int = CHUNK_BYTES
+    shard: Shard,
+    *,
+    max_line_bytes: int,
+    chunk_bytes: int = CHUNK_BYTES,
+    budget: PieceBudget | None = None,
 ) -> ShardLines:
     """Read the lines of a shard (the Hadoop rule; see the module docstring).
 
     Args:
-        shard: the byte range to read.
+        shard: the byte range to read; a piece (``shard.piece >= 0``) holds only its lines.
         max_line_bytes: lines longer than this (without ``\\r\\n``) are streamed past and
             reported in ``oversize`` instead of being held in memory.
         chunk_bytes: how much to read at a time (memory held is about this plus
             ``max_line_bytes``).
+        budget: a whole shard that does not fit one piece of this budget gets a piece plan
+            and no lines (memory held is then about one piece); None: no limit.
 
     Returns:
         The shard's lines, numbered locally from 0 (a leading byte order mark and an empty
@@ -183,6 +238,10 @@ def read_shard_lines(
             f"need chunk_bytes >= 1 and max_line_bytes >= 0, got {chunk_bytes}, {max_line_bytes}"
         )
     collector = _LineCollector(max_line_bytes)
+    if shard.piece >= 0:
+        collector.keep = (shard.line_start, shard.line_stop)
+    elif budget is not None:
+        collector.planner = _Planner(budget)
     ends_object = False
     if shard.compressed or shard.end > shard.start:
         try:
@@ -195,10 +254,13 @@ def read_shard_lines(
             raise ShardError(
                 f"cannot read {shard.uri!r} bytes [{shard.start}, {shard.end}): {err}"
             ) from err
-    lines, oversize = collector.lines, collector.oversize
     if ends_object and collector.last_is_empty():
-        lines.pop()  # the empty last line of a file ending in two newlines
-    if (shard.start == 0 or shard.compressed) and lines[:1] and lines[0].startswith(UTF8_BOM):
+        collector.drop_last()  # the empty last line of a file ending in two newlines
+    lines, oversize = collector.lines, collector.oversize
+    if collector.planner is not None and collector.planner.split:
+        return ShardLines([], {}, collector.planner.ranges(collector.count))
+    first = (shard.start == 0 or shard.compressed) and shard.line_start == 0
+    if first and lines[:1] and lines[0].startswith(UTF8_BOM):
         lines[0] = lines[0][len(UTF8_BOM) :]
     return ShardLines(lines, oversize)
 
@@ -285,6 +347,13 @@ class _LineCollector:
         self.max = max_line_bytes
         self.lines: list[bytes] = []
         self.oversize: dict[int, int] = {}
+        # A piece holds only its line range; a planner stops holding lines once the shard
+        # proves too big for one piece. ``count`` counts every line, held or not.
+        self.keep: tuple[int, int] | None = None
+        self.planner: _Planner | None = None
+        self.count = 0
+        self._accounted = 0  # lines of self.lines already seen by _account
+        self._last_empty = False
         self._parts: list[bytes] = []  # the partial line carried over from earlier chunks
         self._size = 0  # its length so far
         self._dropping = False  # it was too long: its bytes are counted, not kept
@@ -308,16 +377,56 @@ class _LineCollector:
             lines.append(line)
         if tail:
             self._extend(tail)
+        self._account()
 
     def last_is_empty(self) -> bool:
         """Whether the last line so far is empty (and not an oversize line's empty slot)."""
-        last = len(self.lines) - 1
-        return last >= 0 and self.lines[last] == b"" and last not in self.oversize
+        return self._last_empty
+
+    def drop_last(self) -> None:
+        """Forget the last line (the empty last line of the object), held or only counted."""
+        held = self.planner is None or not self.planner.split
+        if self.keep is not None:
+            held = self.keep[0] <= self.count - 1 < self.keep[1]
+        if held and self.lines:
+            self.lines.pop()
+            self._accounted = len(self.lines)
+        self.count -= 1
+        self._last_empty = False
 
     def finish(self) -> None:
         """End of the range: a non-empty partial line is the last line (no final newline)."""
         if self._size or self._dropping:
             self._end_line()
+        self._account()
+
+    def _account(self) -> None:
+        """After new lines: note the last one's emptiness, let the planner cost them, and
+        drop the ones not to be held."""
+        lines, seen = self.lines, self._accounted
+        new = len(lines) - seen
+        if new <= 0:
+            return
+        self._last_empty = lines[-1] == b"" and len(lines) - 1 not in self.oversize
+        first = self.count  # the shard line number of lines[seen]
+        self.count += new
+        if self.planner is not None:
+            self.planner.cost(lines, seen)
+            if self.planner.split:  # too big to hold: only count from here
+                lines.clear()
+                self.oversize.clear()
+        elif self.keep is not None:
+            lo = seen + min(new, max(0, self.keep[0] - first))
+            hi = seen + min(new, max(0, self.keep[1] - first))
+            hi = max(lo, hi)
+            self.oversize = {
+                k if k < seen else k - (lo - seen): v
+                for k, v in self.oversize.items()
+                if k < seen or lo <= k < hi
+            }
+            del lines[hi:]
+            del lines[seen:lo]
+        self._accounted = len(lines)
 
     def _extend(self, piece: bytes) -> None:
         if not piece:
@@ -348,3 +457,40 @@ class _LineCollector:
         self._size = 0
         self._dropping = False
         self._cr = False
+
+
+class _Planner:
+    """Cuts a shard's lines into pieces of a :class:`PieceBudget`, greedily: a piece takes
+    lines until the next one would overflow either bound (a piece has at least one line)."""
+
+    def __init__(self, budget: PieceBudget) -> None:
+        self.budget = budget
+        self.starts = [0]  # each piece's first line
+        self._line = 0  # the next line's number
+        self._input = 0  # the current piece's bytes
+        self._output = 0  # and its estimated output
+
+    @property
+    def split(self) -> bool:
+        return len(self.starts) > 1
+
+    def cost(self, lines: list[bytes], start: int) -> None:
+        """Account for ``lines[start:]``, the next lines of the shard."""
+        budget, per_line = self.budget, self.budget.line_output
+        for line in lines[start:] if start else lines:
+            size = len(line)
+            if self._line > self.starts[-1] and (
+                self._input + size > budget.input_bytes
+                or self._output + per_line + size > budget.output_bytes
+            ):
+                self.starts.append(self._line)
+                self._input = self._output = 0
+            self._input += size
+            self._output += per_line + size
+            self._line += 1
+
+    def ranges(self, total: int) -> list[tuple[int, int]]:
+        """The pieces' line ranges once the shard's ``total`` lines are known (an empty last
+        line the reader dropped may leave the last piece empty: it goes)."""
+        bounds = [s for s in self.starts if s < total] + [total]
+        return list(itertools.pairwise(bounds))

@@ -18,6 +18,9 @@ job waits for it forever.
 
 Memory on the driver is bounded by the window (:mod:`batchcast.runner.window`): shards in
 flight and held back per worker, and the output bytes they hold (``max_held_mb``). A shard
+too big to process at once comes back as a piece plan
+(:mod:`batchcast.runner.processor`): its pieces go out next, as shards of their own, and
+their results take its place in order, so no one result outgrows the piece budget. A shard
 that runs past the job's deadline (``shard_timeout_s``) fails the job naming its URI.
 
 Ray is started only when there is a shard to process: a ``--resume`` of a finished job, or a
@@ -349,6 +352,7 @@ class _Run:
         self.restarts = 0  # worker deaths
         self.retried = 0  # shards resubmitted after a death
         self.checked_only = 0  # shards of already-failed files: validated, not forecast
+        self.pieces = 0  # pieces of shards too big to process at once
         self.stopped = False
         self.first_output: float | None = None
         self.window: Window | None = None
@@ -382,7 +386,9 @@ class _Run:
                 window.check_deadline(pool.in_flight.values())
                 continue
             task, outcome = done
-            if isinstance(outcome, ShardResult):
+            if isinstance(outcome, ShardResult) and outcome.pieces:
+                self._split(task.shard, outcome.pieces, queue)
+            elif isinstance(outcome, ShardResult):
                 self._accept(task.shard, outcome)
             else:
                 self._failed(pool, task, outcome, relpaths[task.shard.file_index])
@@ -409,6 +415,14 @@ class _Run:
         failed = self.files[shard.file_index].status == "failed"
         pool.submit(shard, relpath, attempt=task.attempt + 1, avoid=task.actor, check_only=failed)
 
+    def _split(self, shard: Shard, ranges: list[tuple[int, int]], queue: deque[Shard]) -> None:
+        """A shard too big to process at once: its pieces go out before anything else (they
+        are the earliest work in order), and the reorder buffer expects them in its place."""
+        pieces = shard.split(ranges)
+        self.order.split(shard.file_index, shard.index, len(pieces))
+        queue.extendleft(reversed(pieces))
+        self.pieces += len(pieces)
+
     def _accept(self, shard: Shard, result: ShardResult) -> None:
         if self.first_output is None:
             self.first_output = time.perf_counter()
@@ -418,11 +432,12 @@ class _Run:
         arrived["lines"] += result.num_lines
         arrived["series"] += result.num_series
         arrived["shards_done"] += 1
-        arrived["bytes_done"] += shard.end - shard.start
+        arrived["bytes_done"] += shard.size
         output = self.files[result.file_index]
         assert self.window is not None  # drive() made it before any shard went out
         self.window.arrived(shard, result)
-        for _, shard_result, last in self.order.add(result.file_index, result.shard_index, result):
+        released = self.order.add(result.file_index, result.shard_index, result, shard.piece)
+        for _, shard_result, last in released:
             self.window.released(shard_result)
             errors = output.append(shard_result)
             if output.status == "failed" and errors and output.errors == len(errors):
@@ -499,6 +514,7 @@ def _summarize(
         "worker_restarts": state.restarts,
         "shards_retried": state.retried,
         "shards_checked_only": state.checked_only,
+        "shard_pieces": state.pieces,
         "window_shards": window.held_max if window is not None else 0,
         "peak_shards_held": window.peak_shards if window is not None else 0,
         "window_bytes": window.max_held_bytes if window is not None else 0,

@@ -250,7 +250,7 @@ class WorkerPool:
             # num_returns=2 gives two refs; Ray's stubs type it as one ref of a tuple.
             refs: Any = decode_shard.remote(shard, self.spec_ref, self.options_ref)
             batch, decoded = refs
-            seed = shard_seed(self.options.seed, relpath, shard.index)
+            seed = shard_seed(self.options.seed, relpath, shard.index, shard.piece)
             sampled = handle.sample.remote(batch, seed)
             ref = encode_shard.remote(shard, decoded, sampled, self.options_ref)
             task.refs = [batch, decoded, sampled, ref]

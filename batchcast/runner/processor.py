@@ -5,6 +5,12 @@
 the serving room. Importing this module does not import Ray, so ``batchcast train`` and
 ``batchcast predict`` never pay for it.
 
+A shard too big to process at once (a gzip object is one shard whatever it decompresses to;
+``samples`` can turn a short line into megabytes) is not processed: its result is its piece
+plan (:data:`PIECE_INPUT_BYTES` of lines and :data:`PIECE_OUTPUT_BYTES` of estimated output
+at most, :mod:`batchcast.io.shards`), and the driver sends each piece out as a shard of its
+own. A worker's memory, and a result's size, are then bounded by the budget, not the input.
+
 The steps are also available one by one (:func:`decode_shard_lines`, :func:`encode_result`)
 for the split pipeline, where decoding and encoding run in CPU tasks beside a GPU actor.
 """
@@ -27,17 +33,32 @@ from batchcast.io import DecodedShard, RecordContract, decode_records
 from batchcast.io.content import JSON_LINES
 from batchcast.io.join import Join
 from batchcast.io.output import EncodedLines, encode_output
-from batchcast.io.shards import Shard, read_shard_lines
+from batchcast.io.shards import PieceBudget, Shard, read_shard_lines
 from batchcast.models import load_model
 
 __all__ = [
+    "PIECE_INPUT_BYTES",
+    "PIECE_OUTPUT_BYTES",
     "ShardProcessor",
     "ShardResult",
     "WorkerOptions",
     "decode_shard_lines",
     "encode_result",
+    "piece_budget",
     "shard_seed",
+    "split_result",
 ]
+
+# The most one piece of a shard holds: its lines' bytes, and the estimated bytes of its output.
+# Fixed, not a tuning knob: the piece plan is part of the output's identity (each piece has
+# its own seed), so it may not follow the machine or a flag. 64 MiB of output is ~6,000
+# series of 24 steps x 100 samples; a default 4 MB shard of quantiles never comes near.
+PIECE_INPUT_BYTES = 64 << 20
+PIECE_OUTPUT_BYTES = 64 << 20
+# A number of an output line at its longest (a float32 as JSON, "-1.2345678e-38", and a
+# separator), and a line's fixed part (keys, an error object) at its longest.
+_NUMBER_BYTES = 16
+_LINE_BYTES = 512
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,6 +103,8 @@ class ShardResult:
             rejected after forecasting (OutputFilter, a non-finite forecast) is not counted.
         errors: record errors with shard-local line numbers (1-based), sorted.
         seconds: time spent in decode, sample, encode.
+        pieces: a shard too big to process at once: its piece plan (line ranges), and
+            nothing else is set.
     """
 
     file_index: int
@@ -91,12 +114,29 @@ class ShardResult:
     num_series: int
     errors: list[RecordError]
     seconds: dict[str, float] = field(default_factory=dict)
+    pieces: list[tuple[int, int]] = field(default_factory=list)
 
 
-def shard_seed(seed: int, relpath: str, shard_index: int) -> int:
-    """A shard's generator seed from (job seed, file, shard): independent of scheduling."""
-    digest = hashlib.blake2b(f"{seed}\0{relpath}\0{shard_index}".encode(), digest_size=8).digest()
+def shard_seed(seed: int, relpath: str, shard_index: int, piece: int = -1) -> int:
+    """A shard's generator seed from (job seed, file, shard, piece): independent of
+    scheduling. A whole shard (``piece`` -1) keeps the seed it had before pieces existed."""
+    key = f"{seed}\0{relpath}\0{shard_index}" + (f"\0{piece}" if piece >= 0 else "")
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def piece_budget(spec: ModelSpec, inference: InferenceConfig) -> PieceBudget:
+    """The piece budget of a job: its fixed bounds, and one record's output at its longest
+    (every number it asks for, at :data:`_NUMBER_BYTES`)."""
+    keys = inference.output_keys
+    per_step = (
+        ("mean" in keys)
+        + (len(inference.quantiles) if "quantiles" in keys else 0)
+        + (inference.num_samples if "samples" in keys else 0)
+    )
+    classes = inference.classes.num_thresholds + 1 if inference.classes is not None else 0
+    numbers = per_step * spec.prediction_length + 2 * classes
+    return PieceBudget(PIECE_INPUT_BYTES, PIECE_OUTPUT_BYTES, numbers * _NUMBER_BYTES + _LINE_BYTES)
 
 
 def _decode_lines(
@@ -120,17 +160,29 @@ def _decode_lines(
     )
 
 
-def decode_shard_lines(shard: Shard, spec: ModelSpec, options: WorkerOptions) -> DecodedShard:
-    """Read one shard and decode its lines.
+def decode_shard_lines(
+    shard: Shard, spec: ModelSpec, options: WorkerOptions
+) -> DecodedShard | list[tuple[int, int]]:
+    """Read one shard and decode its lines; for a shard too big to process at once, its
+    piece plan instead (see the module docstring).
 
     Raises:
         ShardError: when the shard cannot be read.
     """
     max_bytes = int(options.max_payload_mb * 1024 * 1024)
-    lines = read_shard_lines(shard, max_line_bytes=max_bytes)
+    budget = piece_budget(spec, options.inference)
+    lines = read_shard_lines(shard, max_line_bytes=max_bytes, budget=budget)
+    if lines.pieces:
+        return lines.pieces
     return _decode_lines(
         lines.lines, uri=shard.uri, spec=spec, options=options, oversize=lines.oversize
     )
+
+
+def split_result(shard: Shard, pieces: list[tuple[int, int]]) -> ShardResult:
+    """The result of a shard too big to process at once: its piece plan."""
+    empty = EncodedLines.empty()
+    return ShardResult(shard.file_index, shard.index, empty, 0, 0, [], pieces=pieces)
 
 
 def _encode(
@@ -236,10 +288,13 @@ class ShardProcessor:
         """
         t0 = time.perf_counter()
         decoded = decode_shard_lines(shard, self.spec, self.options)
+        if isinstance(decoded, list):
+            return split_result(shard, decoded)
         t1 = time.perf_counter()
         if check_only:
             return encode_result(shard, decoded, None, self.options, {"decode": t1 - t0})
-        result = self.sample(decoded.batch, shard_seed(self.options.seed, relpath, shard.index))
+        seed = shard_seed(self.options.seed, relpath, shard.index, shard.piece)
+        result = self.sample(decoded.batch, seed)
         t2 = time.perf_counter()
         seconds = {"decode": t1 - t0, "sample": t2 - t1}
         return encode_result(shard, decoded, result, self.options, seconds)

@@ -14,8 +14,9 @@ Three bounds, checked before each submission and while waiting for results:
   bytes × the largest output/input ratio seen so far) stay within ``max_held_mb``. Until a
   first result gives the ratio, one shard per worker goes out. One shard is always let
   through when nothing is in flight, so a budget smaller than one shard's output slows the
-  job but never stops it: the peak is then one shard's output (``num_samples`` is at most
-  1000, SageMaker's own limit, which bounds that too).
+  job but never stops it: the peak is then one shard's output, which the piece budget
+  bounds (:data:`~batchcast.runner.processor.PIECE_OUTPUT_BYTES`: a bigger shard is
+  processed in pieces).
 - **Time.** A shard running longer than the job's deadline fails the job with a
   ``ShardError`` naming its URI: a frozen storage endpoint, or a worker stuck for any
   reason, can no longer hang a job. Its clock starts when its worker starts it (a worker
@@ -87,7 +88,7 @@ class Window:
 
     def expected_bytes(self, shard: Shard) -> int:
         """The output ``shard`` is expected to make (0 before any ratio is known)."""
-        return int((shard.end - shard.start) * (self.ratio or 0.0))
+        return int(shard.size * (self.ratio or 0.0))
 
     def may_submit(self, shard: Shard, in_flight: Iterable[Task], buffered: int) -> bool:
         """Whether ``shard`` may go out now, with ``in_flight`` out and ``buffered`` results
@@ -109,7 +110,7 @@ class Window:
         """A result came back: it is held until the writer takes it (:meth:`released`)."""
         size = result.lines.nbytes
         if result.lines.num_lines != 0:  # a checked-only shard says nothing of the ratio
-            ratio = size / max(1, shard.end - shard.start)
+            ratio = size / max(1, shard.size)
             self.ratio = ratio if self.ratio is None else max(self.ratio, ratio)
         self.held_bytes += size
         self.peak_bytes = max(self.peak_bytes, self.held_bytes)

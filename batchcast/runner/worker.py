@@ -25,6 +25,7 @@ from batchcast.runner.processor import (
     WorkerOptions,
     decode_shard_lines,
     encode_result,
+    split_result,
 )
 
 __all__ = ["ModelWorker", "decode_shard", "encode_shard"]
@@ -53,19 +54,26 @@ class ModelWorker:
 @ray.remote(num_returns=2)
 def decode_shard(
     shard: Shard, spec: ModelSpec, options: WorkerOptions
-) -> tuple[SeriesBatch, DecodedShard]:
-    """CPU task: read and decode one shard for a GPU worker.
+) -> tuple[SeriesBatch, DecodedShard | list[tuple[int, int]]]:
+    """CPU task: read and decode one shard for a GPU worker (or find its piece plan).
 
     Returns the batch apart (a second object ref) so the sampling actor receives only the
     numpy arrays it needs, zero-copy, never the parsed records kept for joins.
     """
     decoded = decode_shard_lines(shard, spec, options)
+    if isinstance(decoded, list):  # too big to process at once: its piece plan goes on
+        return SeriesBatch.from_lists(start=[], targets=[]), decoded  # nothing to sample
     return decoded.batch, decoded
 
 
 @ray.remote
 def encode_shard(
-    shard: Shard, decoded: DecodedShard, result: Forecast, options: WorkerOptions
+    shard: Shard,
+    decoded: DecodedShard | list[tuple[int, int]],
+    result: Forecast,
+    options: WorkerOptions,
 ) -> ShardResult:
-    """CPU task: encode a GPU worker's forecasts into output lines."""
+    """CPU task: encode a GPU worker's forecasts into output lines (or hand on a piece plan)."""
+    if isinstance(decoded, list):
+        return split_result(shard, decoded)
     return encode_result(shard, decoded, result, options, {})

@@ -17,6 +17,7 @@ import pytest
 from batchcast.errors import ConfigError, ShardError
 from batchcast.io import (
     InputObject,
+    PieceBudget,
     Shard,
     list_inputs,
     plan_shards,
@@ -294,3 +295,83 @@ def test_s3_gzip_and_missing_key(s3_bucket: str, get_requests: list[str]) -> Non
     )
     with pytest.raises(ShardError, match=r"gone\.jsonl"):
         read_shard_lines(gone, max_line_bytes=100)
+
+
+# --- pieces: a shard too big to hold at once
+
+
+def _pieces_of(shard: Shard, budget: PieceBudget, **kwargs: Any) -> list[tuple[int, int]]:
+    return read_shard_lines(shard, budget=budget, **kwargs).pieces
+
+
+def test_pieces_read_back_to_the_shard_for_random_files_and_budgets(tmp_path: Path) -> None:
+    rng = random.Random(11)
+    path = tmp_path / "f.jsonl"
+    split = 0
+    for _ in range(300):
+        data = _random_jsonl(rng)
+        if rng.random() < 0.3:
+            data = b"\xef\xbb\xbf" + data  # a byte order mark stays the first piece's to strip
+        path.write_bytes(data)
+        objects = list_inputs(str(path))
+        max_line = rng.choice([8, 64, 1 << 20])
+        budget = PieceBudget(rng.randint(1, 200), rng.randint(1, 400), rng.randint(0, 40))
+        for shard in plan_shards(objects, target_bytes=rng.randint(1, max(1, len(data)))):
+            whole = read_shard_lines(shard, max_line_bytes=max_line)
+            plans = {
+                tuple(_pieces_of(shard, budget, max_line_bytes=max_line, chunk_bytes=chunk))
+                for chunk in (1, 3, 1 << 20)
+            }
+            assert len(plans) == 1, plans  # the plan depends on the lines, not on the reads
+            ranges = list(plans.pop())
+            if not ranges:  # it fits one piece: read whole
+                got = read_shard_lines(shard, max_line_bytes=max_line, budget=budget)
+                assert (got.lines, got.oversize) == (whole.lines, whole.oversize)
+                continue
+            split += 1
+            assert ranges[0][0] == 0
+            assert ranges[-1][1] == len(whole.lines)
+            assert all(a < b == c for (a, b), (c, _) in itertools.pairwise(ranges))
+            lines: list[bytes] = []
+            oversize: dict[int, int] = {}
+            for piece in shard.split(ranges):
+                got = read_shard_lines(
+                    piece, max_line_bytes=max_line, chunk_bytes=rng.choice([2, 1 << 20])
+                )
+                assert len(got.lines) == piece.line_stop - piece.line_start
+                oversize.update({len(lines) + i: n for i, n in got.oversize.items()})
+                lines.extend(got.lines)
+                sizes = [len(x) for x in got.lines]
+                if len(sizes) > 1:  # a piece of several lines keeps within the budget
+                    assert sum(sizes) <= budget.input_bytes
+                    assert sum(sizes) + budget.line_output * len(sizes) <= budget.output_bytes
+            assert (lines, oversize) == (whole.lines, whole.oversize), (data, ranges)
+    assert split > 50  # the budgets were small enough to split most shards
+
+
+def test_a_gzip_bomb_is_planned_in_bounded_memory(tmp_path: Path) -> None:
+    """A 100 KB gzip object of 48 MB of lines: the reader holds one piece, never the stream."""
+    line = b'{"start": "2020-01-01 00:00:00", "target": [1, 2, 3]}\n'
+    path = tmp_path / "bomb.jsonl.gz"
+    with gzip.open(path, "wb", compresslevel=9) as out:
+        for _ in range(48):
+            out.write(line * ((1 << 20) // len(line)))
+    count = 48 * ((1 << 20) // len(line))
+    [shard] = plan_shards(list_inputs(str(path)), target_bytes=1 << 20)
+    budget = PieceBudget(input_bytes=1 << 20, output_bytes=4 << 20, line_output=64)
+    tracemalloc.start()
+    try:
+        ranges = _pieces_of(shard, budget, max_line_bytes=1 << 20)
+        _, peak = tracemalloc.get_traced_memory()
+        last = shard.split(ranges)[-1]
+        got = read_shard_lines(last, max_line_bytes=1 << 20)
+        _, peak_piece = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    per_piece = (1 << 20) // (len(line) - 1)  # the input bound binds first here
+    assert ranges[0] == (0, per_piece)
+    assert ranges[-1][1] == count
+    assert len(ranges) == math.ceil(count / per_piece)
+    assert got.lines == [line[:-1]] * (count - ranges[-1][0])
+    assert peak < 8 << 20, peak
+    assert peak_piece < 8 << 20, peak_piece
