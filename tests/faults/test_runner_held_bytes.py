@@ -10,10 +10,9 @@ below the output it wrote.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
+
+from rss import transform_rss_growth
 
 from batchcast.api import transform
 from batchcast.synthetic import synthetic_records, write_jsonl
@@ -44,38 +43,20 @@ def test_a_small_budget_holds_one_shard_and_changes_no_byte(
     assert wide.counts["peak_shards_held"] > 2
 
 
-_CHILD = r"""
-import json, sys
-from batchcast.api import transform
-
-def hwm_kb():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-
-model, warm, data, out = sys.argv[1:5]
-inference = {"num_samples": 1000, "output_types": ["samples"]}
-common = {"inference": inference, "shard_mb": 0.01, "workers": 2, "executor": "local"}
-transform(model, warm, out + "-warm", max_held_mb=4, **common)  # imports, torch, threads
-before = hwm_kb()
-summary = transform(model, data, out, max_held_mb=4, **common)
-after = hwm_kb()
-print(json.dumps({"grew_kb": after - before, "counts": summary.counts}))
-"""
-
-
 def test_peak_rss_stays_far_below_the_output(tiny_model: str, tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "a.jsonl", synthetic_records(1500, freq="H", length=(20, 40)))
     warm = write_jsonl(tmp_path / "warm.jsonl", synthetic_records(40, freq="H", length=(20, 40)))
-    done = subprocess.run(
-        [sys.executable, "-c", _CHILD, tiny_model, str(warm), str(data), str(tmp_path / "out")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    result = transform_rss_growth(
+        tiny_model,
+        warm,
+        data,
+        tmp_path / "out",
+        inference=_SAMPLES,
+        shard_mb=0.01,
+        workers=2,
+        executor="local",
+        max_held_mb=4,
     )
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.strip().splitlines()[-1])
     written = (tmp_path / "out/a.jsonl.out").stat().st_size
     assert written > 50 * 1024 * 1024  # samples: num_samples x horizon numbers a series
     assert result["counts"]["peak_bytes_held"] <= 4 * 1024 * 1024 + written / 10

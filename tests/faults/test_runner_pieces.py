@@ -12,14 +12,12 @@ count; memory is one piece's, whatever the input (a child process measures it).
 from __future__ import annotations
 
 import gzip
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 import pytest
 import torch
+from rss import transform_rss_growth
 
 from batchcast.api import transform
 from batchcast.forecast.config import InferenceConfig
@@ -130,40 +128,21 @@ def test_a_shard_within_the_budget_keeps_its_whole_shard_seed(
     assert (tmp_path / "out/a.jsonl.gz.out").read_bytes() == b"".join(x + b"\n" for x in lines)
 
 
-_CHILD = r"""
-import json, sys
-from batchcast.api import transform
-
-def hwm_kb():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-
-model, warm, data, out = sys.argv[1:5]
-inference = {"num_samples": 1000, "output_types": ["samples"]}
-common = {"inference": inference, "workers": 1, "executor": "local", "max_held_mb": 16}
-transform(model, warm, out + "-warm", **common)  # imports, torch, a thread
-before = hwm_kb()
-summary = transform(model, data, out, **common)
-after = hwm_kb()
-print(json.dumps({"grew_kb": after - before, "counts": summary.counts}))
-"""
-
-
 def test_peak_rss_of_a_huge_gzip_job_is_one_piece_not_the_output(
     tiny_model: str, tmp_path: Path
 ) -> None:
     data = _gzip_input(tmp_path / "in" / "a.jsonl.gz", 6000, {})
     warm = _gzip_input(tmp_path / "warm" / "w.jsonl.gz", 40, {})
-    done = subprocess.run(
-        [sys.executable, "-c", _CHILD, tiny_model, str(warm), str(data), str(tmp_path / "out")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    result = transform_rss_growth(
+        tiny_model,
+        warm,
+        data,
+        tmp_path / "out",
+        inference=_SAMPLES,
+        workers=1,
+        executor="local",
+        max_held_mb=16,
     )
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.strip().splitlines()[-1])
     written = (tmp_path / "out/a.jsonl.gz.out").stat().st_size
     assert written > 200 * 1024 * 1024
     assert result["counts"]["shard_pieces"] >= 9
