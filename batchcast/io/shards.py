@@ -123,8 +123,12 @@ class Shard:
 
     @property
     def size(self) -> int:
-        """The input bytes this shard stands for (a piece: its share of the range)."""
-        return (self.end - self.start) // self.pieces
+        """The input bytes this shard stands for (a piece: its share of the range, the shares
+        adding up to the range)."""
+        if self.piece < 0:
+            return self.end - self.start
+        n, p = self.end - self.start, self.piece
+        return (p + 1) * n // self.pieces - p * n // self.pieces
 
     def split(self, ranges: Sequence[tuple[int, int]]) -> list[Shard]:
         """This shard's pieces, one per line range of its piece plan."""
@@ -258,7 +262,12 @@ def read_shard_lines(
         collector.drop_last()  # the empty last line of a file ending in two newlines
     lines, oversize = collector.lines, collector.oversize
     if collector.planner is not None and collector.planner.split:
-        return ShardLines([], {}, collector.planner.ranges(collector.count))
+        ranges = collector.planner.ranges(collector.count)
+        if len(ranges) > 1:
+            return ShardLines([], {}, ranges)
+        # Only the empty last line, costed before it was known to be last, overflowed: the
+        # shard fits after all, and is read again to be processed whole (its own seed).
+        return read_shard_lines(shard, max_line_bytes=max_line_bytes, chunk_bytes=chunk_bytes)
     first = (shard.start == 0 or shard.compressed) and shard.line_start == 0
     if first and lines[:1] and lines[0].startswith(UTF8_BOM):
         lines[0] = lines[0][len(UTF8_BOM) :]
@@ -271,6 +280,8 @@ def _read_range(shard: Shard, collector: _LineCollector, chunk: int) -> bool:
         with open_range(shard.uri, compressed=True) as stream:
             while data := stream.read(chunk):
                 collector.feed(data)
+                if collector.full:
+                    return False  # a piece before the last: the rest is other pieces'
         collector.finish()
         return True
     with open_range(shard.uri, max(shard.start - 1, 0), compressed=False) as stream:
@@ -328,6 +339,8 @@ def _collect_until(
                     rest = chunk[newline + 1 :]
                     return out.last_is_empty() and not rest and not stream.read(1)
             out.feed(chunk)
+            if out.full:
+                return False  # a piece before the last: the rest is other pieces'
             position += len(chunk)
         chunk = stream.read(size)
         if not chunk:
@@ -382,6 +395,12 @@ class _LineCollector:
     def last_is_empty(self) -> bool:
         """Whether the last line so far is empty (and not an oversize line's empty slot)."""
         return self._last_empty
+
+    @property
+    def full(self) -> bool:
+        """A piece has all its lines: reading on is wasted (for a gzip object, each piece
+        decompresses the stream only up to its own lines)."""
+        return self.keep is not None and self.count >= self.keep[1]
 
     def drop_last(self) -> None:
         """Forget the last line (the empty last line of the object), held or only counted."""

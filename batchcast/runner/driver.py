@@ -351,7 +351,7 @@ class _Run:
         self.series = 0
         self.restarts = 0  # worker deaths
         self.retried = 0  # shards resubmitted after a death
-        self.checked_only = 0  # shards of already-failed files: validated, not forecast
+        self.checked_only = 0  # shards (or pieces) of failed files: validated, not forecast
         self.pieces = 0  # pieces of shards too big to process at once
         self.stopped = False
         self.first_output: float | None = None
@@ -378,7 +378,6 @@ class _Run:
             ):
                 shard = queue.popleft()
                 failed = self.files[shard.file_index].status == "failed"
-                self.checked_only += failed
                 pool.submit(shard, relpaths[shard.file_index], check_only=failed)
             window.submitted(len(pool.in_flight), self.order.buffered)
             done = pool.wait(window.wait_s(pool.in_flight.values(), time.monotonic()))
@@ -422,6 +421,7 @@ class _Run:
         self.order.split(shard.file_index, shard.index, len(pieces))
         queue.extendleft(reversed(pieces))
         self.pieces += len(pieces)
+        self.progress.total_shards += len(pieces) - 1  # progress counts the pieces instead
 
     def _accept(self, shard: Shard, result: ShardResult) -> None:
         if self.first_output is None:
@@ -432,6 +432,8 @@ class _Run:
         arrived["lines"] += result.num_lines
         arrived["series"] += result.num_series
         arrived["shards_done"] += 1
+        # Validated, not forecast (its file had already failed): lines in, no lines out.
+        self.checked_only += result.num_lines > 0 and result.lines.num_lines == 0
         arrived["bytes_done"] += shard.size
         output = self.files[result.file_index]
         assert self.window is not None  # drive() made it before any shard went out

@@ -9,7 +9,8 @@ Schema (keys of ``_batchcast_summary.json``):
   ``files_skipped`` (left alone by ``--resume``), ``shards``, ``lines``, ``series``
   (forecasts written), ``record_errors``, ``workers`` (started; 0 when no shard needed one),
   ``worker_restarts`` (worker deaths), ``shards_retried`` (resubmissions after a death),
-  ``shards_checked_only`` (validated, not forecast: their file had already failed),
+  ``shards_checked_only`` (shards or pieces validated, not forecast: their file had already
+  failed),
   ``shard_pieces`` (pieces sent out for shards too big to process at once; 0 when none was),
   ``window_shards`` (the most shards held at once, in flight or waiting in the reorder
   buffer) and ``peak_shards_held`` (the most it held); ``window_bytes`` (``max_held_mb``

@@ -34,7 +34,7 @@ from batchcast.io.shards import Shard
 from batchcast.io.sources import s3_request_bound_s
 from batchcast.runner.executor import IN_FLIGHT_PER_WORKER, Task
 from batchcast.runner.job import DEFAULT_SHARD_MB, TransformJob
-from batchcast.runner.processor import ShardResult
+from batchcast.runner.processor import PIECE_OUTPUT_BYTES, ShardResult
 
 __all__ = [
     "HELD_PER_WORKER",
@@ -87,7 +87,11 @@ class Window:
         return self.workers * HELD_PER_WORKER
 
     def expected_bytes(self, shard: Shard) -> int:
-        """The output ``shard`` is expected to make (0 before any ratio is known)."""
+        """The output ``shard`` is expected to make (0 before any ratio is known). A piece
+        is expected to make what the piece budget allows: its input bytes say nothing of
+        its output (a gzip object's pieces share its compressed bytes)."""
+        if shard.piece >= 0:
+            return PIECE_OUTPUT_BYTES
         return int(shard.size * (self.ratio or 0.0))
 
     def may_submit(self, shard: Shard, in_flight: Iterable[Task], buffered: int) -> bool:
@@ -109,7 +113,7 @@ class Window:
     def arrived(self, shard: Shard, result: ShardResult) -> None:
         """A result came back: it is held until the writer takes it (:meth:`released`)."""
         size = result.lines.nbytes
-        if result.lines.num_lines != 0:  # a checked-only shard says nothing of the ratio
+        if result.lines.num_lines != 0 and shard.piece < 0:  # nor a checked-only shard
             ratio = size / max(1, shard.size)
             self.ratio = ratio if self.ratio is None else max(self.ratio, ratio)
         self.held_bytes += size

@@ -144,11 +144,12 @@ def test_peak_rss_of_a_huge_gzip_job_is_one_piece_not_the_output(
         max_held_mb=16,
     )
     written = (tmp_path / "out/a.jsonl.gz.out").stat().st_size
-    assert written > 200 * 1024 * 1024
+    assert written > 5 * PIECE_OUTPUT_BYTES
     assert result["counts"]["shard_pieces"] >= 9
-    # One shard once meant its whole output held by the worker and again by the driver (more
-    # than the file written); now the peak grows by about one piece.
-    assert result["grew_kb"] * 1024 < written / 2, result
+    # One shard once meant its whole output held by the worker and again by the driver (the
+    # process grew by 1.7 GB for 370 MB written); now by a few pieces' worth at most: the
+    # worker's piece in progress (samples, encoded lines) and the driver's piece being written.
+    assert result["grew_kb"] * 1024 < 4 * PIECE_OUTPUT_BYTES, result
 
 
 @pytest.mark.parametrize("pipeline", ["fused", "split"])
