@@ -253,7 +253,8 @@ def _finish(
         state.lock.check()  # a job whose output was taken over must not write over its summary
     elif not _still_owned(state.lock):
         return summary
-    _close_errors(state.errors, failure)
+    # A failed job's errors so far are worth as much as the rest: committed, not dropped.
+    _quietly("commit the errors file", lambda: state.errors.close(commit=True), failure)
     write_summary(summary, quiet=failure is not None)
     return summary
 
@@ -283,17 +284,6 @@ def _error_log(job: TransformJob) -> ErrorLog:
     errors file when the job asks for one (opened now, so an open error comes first)."""
     sink = open_sink(join_uri(job.output, ERRORS_NAME)) if job.errors_file else None
     return ErrorLog(job.max_errors_listed, sink)
-
-
-def _close_errors(errors: ErrorLog, failure: BaseException | None) -> None:
-    """Commit the errors file: a failed job's errors so far are worth as much as the rest."""
-    if failure is None:
-        errors.close(commit=True)
-        return
-    try:
-        errors.close(commit=True)
-    except BatchcastError as err:  # the job's own error matters more than this one
-        _log.warning("cannot commit the errors file: %s", err)
 
 
 def _start_pool(job: TransformJob, spec: ModelSpec, state: _Run, shards: list[Shard]) -> None:
