@@ -137,13 +137,16 @@ def run_deepar(
         "context_length": dataset.context_length,
         "prediction_length": horizon,
         "epochs": args.epochs,
+        **json.loads(args.hyperparameters),
     }
     config = DeepARConfig.from_hyperparameters(hyperparameters)
     batch = SeriesBatch.from_lists(
         start=np.full(len(train), START), targets=[x.astype(np.float32) for x in train]
     )
     started = time.perf_counter()
-    result = train_model(config, batch, seed=args.seed, min_past=args.min_past)
+    result = train_model(
+        config, batch, seed=args.seed, min_past=args.min_past, average_last=args.average_last
+    )
     train_seconds = time.perf_counter() - started
     inference = InferenceConfig(
         num_samples=args.num_samples,
@@ -165,6 +168,8 @@ def run_deepar(
         "best_epoch": result.best_epoch,
         "steps_per_epoch": result.steps_per_epoch,
         "validation_series": result.validation_series,
+        "average_last": args.average_last,
+        "averaged": result.averaged,
         "train_s": round(train_seconds, 1),
         "forecast_s": round(forecast_seconds, 2),
     }
@@ -207,6 +212,17 @@ def main() -> None:
         default=None,
         help="history a training window starts with (default: the trainer's rule, "
         "context_length; 1: GluonTS's sampler, the trainer before 2026-12-06)",
+    )
+    parser.add_argument(
+        "--average-last",
+        type=int,
+        default=0,
+        help="average the last N epochs' weights; kept when better on validation (0: off)",
+    )
+    parser.add_argument(
+        "--hyperparameters",
+        default="{}",
+        help='more DeepAR hyperparameters as JSON, e.g. {"learning_rate": 3e-3}',
     )
     parser.add_argument(
         "--models",
