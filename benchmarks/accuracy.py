@@ -144,9 +144,7 @@ def run_deepar(
         start=np.full(len(train), START), targets=[x.astype(np.float32) for x in train]
     )
     started = time.perf_counter()
-    result = train_model(
-        config, batch, seed=args.seed, min_past=args.min_past, average_last=args.average_last
-    )
+    result = train_model(config, batch, seed=args.seed, min_past=args.min_past)
     train_seconds = time.perf_counter() - started
     inference = InferenceConfig(
         num_samples=args.num_samples,
@@ -168,8 +166,6 @@ def run_deepar(
         "best_epoch": result.best_epoch,
         "steps_per_epoch": result.steps_per_epoch,
         "validation_series": result.validation_series,
-        "average_last": args.average_last,
-        "averaged": result.averaged,
         "train_s": round(train_seconds, 1),
         "forecast_s": round(forecast_seconds, 2),
     }
@@ -212,12 +208,6 @@ def main() -> None:
         default=None,
         help="history a training window starts with (default: the trainer's rule, "
         "context_length; 1: GluonTS's sampler, the trainer before 2026-12-06)",
-    )
-    parser.add_argument(
-        "--average-last",
-        type=int,
-        default=0,
-        help="average the last N epochs' weights; kept when better on validation (0: off)",
     )
     parser.add_argument(
         "--hyperparameters",

@@ -25,7 +25,6 @@ The rule (GluonTS's ``DeepAREstimator`` defaults where SageMaker's documentation
 
 from __future__ import annotations
 
-import collections
 import math
 import time
 from collections.abc import Callable
@@ -97,7 +96,6 @@ class TrainResult:
     validation_losses: list[float] = field(default_factory=list)
     steps_per_epoch: int = 0
     validation_series: int = 0
-    averaged: bool = False  # the weights are an average of the last epochs' (average_last)
 
 
 def batches_per_epoch(num_series: int, mini_batch_size: int) -> int:
@@ -190,7 +188,6 @@ def train_model(
     device: str | torch.device = "cpu",
     on_epoch: Callable[[EpochReport], None] | None = None,
     min_past: int | None = None,
-    average_last: int = 0,
 ) -> TrainResult:
     """Train a DeepAR network on ``batch`` (SageMaker's training channel, decoded).
 
@@ -208,8 +205,6 @@ def train_model(
         on_epoch: called after every epoch (progress display).
         min_past: the history a training window starts with (None: ``context_length``, the
             rule; 1: any split point, GluonTS's sampler). For experiments.
-        average_last: average the weights of the last this many epochs and keep the average
-            when its validation loss beats the best epoch's (0: off). For experiments.
 
     Returns:
         The network with the best epoch's weights, in eval mode, and the loss history.
@@ -258,7 +253,6 @@ def train_model(
     validation_losses: list[float] = []
     best_loss, best_epoch = math.inf, 0
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    recent: collections.deque[dict[str, torch.Tensor]] = collections.deque(maxlen=average_last)
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
         model.train()
@@ -283,8 +277,6 @@ def train_model(
         if improved:
             best_loss, best_epoch = monitored, epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if average_last:
-            recent.append({k: v.detach().clone() for k, v in model.state_dict().items()})
         if on_epoch is not None:
             on_epoch(
                 EpochReport(
@@ -300,13 +292,6 @@ def train_model(
         patience = config.early_stopping_patience
         if patience is not None and epoch - best_epoch >= patience:
             break
-    averaged = False
-    if recent and validation:
-        mean = {k: torch.stack([r[k] for r in recent]).mean(0) for k in best_state}
-        model.load_state_dict(mean)
-        averaged = _horizon_loss(model, validation) < best_loss
-        if averaged:
-            best_state = mean
     model.load_state_dict(best_state)
     model.eval()
     result = TrainResult(
@@ -316,7 +301,6 @@ def train_model(
         validation_losses=validation_losses,
         steps_per_epoch=steps,
         validation_series=int(held_out.series.size),
-        averaged=averaged,
     )
     if test is not None:
         result.metrics = evaluate(model, test, config, seed=seed)
