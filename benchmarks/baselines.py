@@ -323,7 +323,9 @@ def _single_record_child(args: argparse.Namespace) -> None:
     from batchcast.io.join import Join
     from batchcast.runner.worker import ShardProcessor, WorkerOptions
 
-    options = WorkerOptions(WorkUnit().inference(), Join(), 6.0, 0)
+    options = WorkerOptions(
+        inference=WorkUnit().inference(), join=Join(), max_payload_mb=6.0, seed=0
+    )
     processor = ShardProcessor(str(args.model), options)
 
     def prepare(config: dict[str, Any]) -> Callable[[list[bytes], Any], int]:

@@ -108,7 +108,7 @@ def _worker_pids(job_name: str) -> set[int]:
     import ray
     from ray.exceptions import GetTimeoutError, RayError
 
-    from batchcast.runner.driver import ACTOR_NAMESPACE, worker_actor_names
+    from batchcast.runner.pool import ACTOR_NAMESPACE, worker_actor_names
 
     pids: set[int] = set()
     for name in worker_actor_names(job_name):
@@ -164,6 +164,7 @@ def _run_case(
         shutil.rmtree(out)
     timings, counts = summary.timings, summary.counts
     seconds = timings["total_s"]
+    assert seconds is not None  # a finished job has a total
     worker_peaks = sorted(peaks.peaks.values())
     return {
         "series": counts["series"],

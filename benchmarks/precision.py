@@ -36,8 +36,10 @@ import torch
 from batchcast.api import train
 from batchcast.demo import HYPERPARAMETERS
 from batchcast.forecast.config import InferenceConfig
+from batchcast.forecast.model import DeepAR
 from batchcast.forecast.precision import bf16_hardware
 from batchcast.forecast.sampling import forecast
+from batchcast.forecast.series import SeriesBatch
 from batchcast.io import RecordContract, decode_records
 from batchcast.models import load_model
 from batchcast.synthetic import synthetic_records, write_jsonl
@@ -54,27 +56,27 @@ def _trained(folder: Path) -> str:
     return str(model_dir)
 
 
-def _paths(model: torch.nn.Module, batch, seed: int, precision: str) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _paths(model: DeepAR, batch: SeriesBatch, seed: int, precision: str) -> np.ndarray:
     config = InferenceConfig(num_samples=100, output_types=("samples",))
     out = forecast(
         model,
         batch,
         config,
         generator=torch.Generator().manual_seed(seed),
-        precision=precision,  # type: ignore[arg-type]
+        precision=precision,
     )
     assert out.samples is not None
     return np.asarray(out.samples, dtype=np.float64)  # (B, S, P)
 
 
-def _rates(model: torch.nn.Module, batch, repeats: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def _rates(model: DeepAR, batch: SeriesBatch, repeats: int) -> dict[str, float]:
     config = InferenceConfig(num_samples=100)
     seconds: dict[str, list[float]] = {"fp32": [], "bf16": []}
     for _ in range(repeats):
         for precision in seconds:  # interleaved: a change in load hits both
             started = time.perf_counter()
             gen = torch.Generator().manual_seed(0)
-            forecast(model, batch, config, generator=gen, precision=precision)  # type: ignore[arg-type]
+            forecast(model, batch, config, generator=gen, precision=precision)
             seconds[precision].append(time.perf_counter() - started)
     return {k: batch.num_series / statistics.median(v) for k, v in seconds.items()}
 

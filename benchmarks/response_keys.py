@@ -41,11 +41,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     "classes": {
         "inference": {"num_samples": 100, "classes": CLASSES},
-        "response_keys": ResponseKeys(output="mean,quantiles,predicted_label,probabilities"),
+        "response_keys": ResponseKeys(
+            output=("mean", "quantiles", "predicted_label", "probabilities")
+        ),
     },
     "classes only": {
         "inference": {"num_samples": 100, "classes": CLASSES},
-        "response_keys": ResponseKeys(output="predicted_label,probabilities"),
+        "response_keys": ResponseKeys(output=("predicted_label", "probabilities")),
     },
     "csv": {"accept": "text/csv"},
 }
@@ -60,7 +62,9 @@ def _run(model: str, source: Path, out: Path, workers: int, options: dict[str, A
         raise SystemExit(f"transform failed: {summary.failure_reason}")
     series = summary.counts["series"]
     shutil.rmtree(out, ignore_errors=True)
-    return float(series / summary.timings["total_s"])
+    total = summary.timings["total_s"]
+    assert total is not None  # a finished job has a total
+    return float(series / total)
 
 
 def main() -> int:

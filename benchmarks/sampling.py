@@ -193,7 +193,7 @@ class _TorchPath:
 
     def __enter__(self) -> None:
         self.saved = sampling_module.lstm_kernel
-        sampling_module.lstm_kernel = lambda: None
+        sampling_module.lstm_kernel = lambda: None  # type: ignore[assignment]
 
     def __exit__(self, *exc: object) -> None:
         sampling_module.lstm_kernel = self.saved
@@ -260,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cases.append((f"bf16 tile={rule}", rule, "bf16"))
 
     # What a worker-start calibration would pick: 16 series (1,600 rows), each candidate once.
-    probe = {key: value[:16] for key, value in chunks[0].items()}
+    probe: dict[str, Any] = {key: value[:16] for key, value in chunks[0].items()}
     started = time.perf_counter()
     calibrated, calib_seconds = calibrate_tile_rows(
         lambda t: sample_paths(
