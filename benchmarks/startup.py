@@ -9,10 +9,11 @@ the job's start), the job's total. ``process_s - total_s`` is what happens outsi
 clock (interpreter start, imports, shutdown). The median of ``--repeats`` runs is reported,
 each beside ``python -c "import batchcast.cli"`` (the cost of starting Python at all).
 
-Two cases, interleaved run by run: ``--executor auto`` (what a user gets: for this job, the
-local executor's threads, no Ray) and ``--executor ray`` (the same job on a private local
-Ray: the baseline, what every job paid before the local executor). Their outputs are
-compared byte for byte.
+Three cases, interleaved run by run: ``--executor auto`` (what a user gets: for this job, the
+local executor's threads, no Ray), the same with ``BATCHCAST_TILE_ROWS=rule`` (the cache
+rule's tile instead of the one the worker times at start: that timing's baseline), and
+``--executor ray`` (the same job on a private local Ray: the baseline, what every job paid
+before the local executor). Their outputs are compared byte for byte.
 
     python -m benchmarks.startup            # about 1 minute on 2 cores
 """
@@ -36,6 +37,7 @@ import torch
 from batchcast.forecast import DeepAR
 from batchcast.forecast.config import DeepARConfig
 from batchcast.forecast.train import make_spec
+from batchcast.forecast.tuning import TILE_ROWS_ENV
 from batchcast.models import save_model
 from benchmarks.common import WorkUnit, emit
 from benchmarks.data import DataSpec, ensure_jsonl
@@ -64,8 +66,18 @@ def _timed(
     return time.perf_counter() - t0, done
 
 
-def _one_run(model: str, source: Path, out: Path, workers: int, executor: str) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+# name -> (--executor, extra environment): the rule's tile is the baseline of the timed one.
+CASES: dict[str, tuple[str, dict[str, str]]] = {
+    "auto": ("auto", {}),
+    "auto, rule tile": ("auto", {TILE_ROWS_ENV: "rule"}),
+    "ray": ("ray", {}),
+}
+
+
+def _one_run(
+    model: str, source: Path, out: Path, workers: int, executor: str, extra: dict[str, str]
+) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | extra
     command = [
         sys.executable, "-m", "batchcast", "transform", "--model", model,
         "--input", str(source), "--output", str(out), "--workers", str(workers), "--json",
@@ -107,13 +119,16 @@ def main() -> int:
         _timed([sys.executable, "-c", "import batchcast.cli"], dict(os.environ))[0]
         for _ in range(3)
     )
-    runs: dict[str, list[dict[str, Any]]] = {"auto": [], "ray": []}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in CASES}
     for i in range(args.repeats):
-        for executor, done in runs.items():  # interleaved: a change in load hits both
-            out = args.workdir / f"out-{executor}-{i}"
+        for name, done in runs.items():  # interleaved: a change in load hits every case
+            executor, extra = CASES[name]
+            out = args.workdir / f"out-{name.replace(', ', '-').replace(' ', '-')}-{i}"
             shutil.rmtree(out, ignore_errors=True)
-            done.append(_one_run(model, source, out, args.workers, executor))
-    same = _outputs(args.workdir / "out-auto-0") == _outputs(args.workdir / "out-ray-0")
+            done.append(_one_run(model, source, out, args.workers, executor, extra))
+    first = {name: _outputs(args.workdir / f"out-{name}-0") for name in ("auto", "ray")}
+    same = first["auto"] == first["ray"]
+    same_rule = first["auto"] == _outputs(args.workdir / "out-auto-rule-tile-0")
     medians = {}
     for executor, done in runs.items():
         fields: dict[str, Any] = {
@@ -126,7 +141,10 @@ def main() -> int:
         fields["python_and_cli_import_s"] = import_s
         medians[executor] = fields
     medians["auto"]["same_bytes_as_ray"] = same
+    medians["auto"]["same_bytes_as_rule_tile"] = same_rule
     medians["auto"]["vs_ray_process"] = medians["ray"]["process_s"] / medians["auto"]["process_s"]
+    rule = medians["auto, rule tile"]
+    medians["auto"]["vs_rule_tile_process"] = rule["process_s"] / medians["auto"]["process_s"]
     for executor, fields in medians.items():
         emit(
             "startup", f"{args.series} series, {args.workers} workers, executor {executor}", fields

@@ -192,6 +192,28 @@ def test_loaded_processor_gives_the_same_answer(model_dir: str) -> None:
     assert predict(processor, request, seed=2) == predict(processor, request, seed=2)
 
 
+def test_the_workers_timed_tile_changes_no_byte(model_dir: str) -> None:
+    """A processor times its tile at start (speed only): forcing the rule's tile, or no
+    tiling at all, gives the same answer byte for byte."""
+    from batchcast.forecast.tuning import rule_tile_rows
+
+    processor = ShardProcessor(
+        model_dir,
+        WorkerOptions(
+            inference=InferenceConfig(num_samples=50, output_types=("samples", "mean")),
+            join=Join(),
+            max_payload_mb=6.0,
+            seed=0,
+        ),
+    )
+    lines = [orjson.dumps(i) for i in INSTANCES]
+    timed = processor.predict_lines(lines, uri="request", seed=3)
+    spec = processor.spec
+    for forced in (rule_tile_rows(spec.num_cells, spec.num_layers), 48, 1 << 20):
+        processor.tile_rows = forced
+        assert processor.predict_lines(lines, uri="request", seed=3) == timed, forced
+
+
 # ---------------------------------------------------------------------------------------------
 # Errors
 

@@ -29,6 +29,7 @@ from batchcast.forecast.config import InferenceConfig, ModelSpec
 from batchcast.forecast.precision import PRECISIONS
 from batchcast.forecast.sampling import Forecast, forecast
 from batchcast.forecast.series import SeriesBatch
+from batchcast.forecast.tuning import tile_rows_for
 from batchcast.io import DecodedShard, RecordContract, decode_records
 from batchcast.io.content import JSON_LINES
 from batchcast.io.join import Join
@@ -253,6 +254,8 @@ class ShardProcessor:
         self.loaded = load_model(model_uri, device=device)
         self.options = options
         self.device = torch.device(device)
+        # Rows per sampling step for this CPU, timed once per process: speed only, never bytes.
+        self.tile_rows = tile_rows_for(self.loaded.model, options.precision, self.device)
 
     @property
     def spec(self) -> ModelSpec:
@@ -271,7 +274,12 @@ class ShardProcessor:
         generator = torch.Generator(device=self.device).manual_seed(seed)
         config = inference or self.options.inference
         return forecast(
-            self.loaded.model, batch, config, generator=generator, precision=self.options.precision
+            self.loaded.model,
+            batch,
+            config,
+            generator=generator,
+            tile_rows=self.tile_rows,
+            precision=self.options.precision,
         )
 
     def process(self, shard: Shard, relpath: str, *, check_only: bool = False) -> ShardResult:

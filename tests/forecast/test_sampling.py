@@ -7,6 +7,7 @@ seed both must draw the same paths, up to float rounding of the reordered arithm
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -566,3 +567,41 @@ def test_tile_rule_follows_the_cache_size() -> None:
     assert chosen in (64, 128)
     assert set(seconds) == {64, 128}
     assert seen[0] == 64  # the warm-up ran first
+
+
+@needs_kernel
+def test_a_worker_times_its_tile_once_and_picks_a_candidate(
+    make_model: Callable[..., DeepAR],
+) -> None:
+    """The worker-start calibration: one of the rule's candidates, timed once per process and
+    network shape (the second call is a lookup), and no timing where tiles are the rule's."""
+    from batchcast.forecast.tuning import candidate_tiles, rule_tile_rows, tile_rows_for
+
+    model = make_model(num_cells=11, num_layers=2, prediction_length=4)  # a shape of its own
+    cpu = torch.device("cpu")
+    started = time.perf_counter()
+    chosen = tile_rows_for(model, "fp32", cpu)
+    first = time.perf_counter() - started
+    assert chosen in candidate_tiles(rule_tile_rows(11, 2))
+    started = time.perf_counter()
+    assert tile_rows_for(model, "fp32", cpu) == chosen
+    assert time.perf_counter() - started < first / 10  # looked up, not timed again
+    assert tile_rows_for(model, "bf16", cpu) is None  # bf16 tiles stay the rule's
+
+
+@needs_kernel
+def test_the_tile_can_be_forced_for_measuring(
+    make_model: Callable[..., DeepAR], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from batchcast.errors import ConfigError
+    from batchcast.forecast.tuning import TILE_ROWS_ENV, tile_rows_for
+
+    model = make_model(num_cells=9, num_layers=1, prediction_length=3)
+    cpu = torch.device("cpu")
+    monkeypatch.setenv(TILE_ROWS_ENV, "rule")
+    assert tile_rows_for(model, "fp32", cpu) is None  # the sampler's rule, no timing
+    monkeypatch.setenv(TILE_ROWS_ENV, "96")
+    assert tile_rows_for(model, "fp32", cpu) == 96
+    monkeypatch.setenv(TILE_ROWS_ENV, "many")
+    with pytest.raises(ConfigError, match="BATCHCAST_TILE_ROWS must be 'rule' or a number"):
+        tile_rows_for(model, "fp32", cpu)
