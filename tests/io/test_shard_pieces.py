@@ -1,11 +1,11 @@
-"""Shard pieces at the edges: a blank last line, sizes, gzip streams, where a piece read stops.
+"""Shard pieces at the edges: a blank last line, sizes, where a piece read stops.
 
-The random read-back property is in test_shards.py; these are the cases it leaves open."""
+The random read-back property (plain and gzip) is in test_shards.py; these are the cases it
+leaves open."""
 
 from __future__ import annotations
 
 import gzip
-import random
 from pathlib import Path
 
 import pytest
@@ -66,57 +66,6 @@ def test_the_pieces_sizes_add_up_to_the_shard_size() -> None:
     assert sum(p.size for p in pieces) == shard.size  # got 9 of 10
     many = shard.split([(i, i + 1) for i in range(12)])  # more pieces than compressed bytes
     assert sum(p.size for p in many) == shard.size  # got 0 of 10
-
-
-def _random_lines(rng: random.Random) -> bytes:
-    lines = []
-    for _ in range(rng.randint(1, 14)):
-        kind = rng.random()
-        if kind < 0.15:
-            line = b""
-        elif kind < 0.35:
-            line = b'{"k": "' + b"x" * rng.randint(10, 90) + b'"}'
-        else:
-            line = bytes(rng.choice(b'ab{}":,\r') for _ in range(rng.randint(1, 12)))
-        if rng.random() < 0.25:
-            line += b"\r"
-        lines.append(line)
-    data = b"\n".join(lines) + rng.choice([b"", b"\n", b"\n\n", b"\r\n\r\n"])
-    if rng.random() < 0.4:
-        data = b"\xef\xbb\xbf" + data
-    return data
-
-
-def test_gzip_pieces_read_back_to_the_whole_stream(tmp_path: Path) -> None:
-    """The main random test covers plain files only: a gzip object (always one shard, the
-    case pieces exist for) with a BOM, \\r\\n, oversize lines and an empty last line reads back
-    through its pieces to exactly the whole stream's lines, with file-global oversize keys."""
-    rng = random.Random(7)
-    path = tmp_path / "f.jsonl.gz"
-    split = 0
-    for _ in range(300):
-        data = _random_lines(rng)
-        path.write_bytes(gzip.compress(data))
-        [shard] = plan_shards(list_inputs(str(path)), target_bytes=1 << 20)
-        max_line = rng.choice([6, 30, 1 << 20])
-        budget = PieceBudget(rng.randint(1, 120), rng.randint(1, 300), rng.randint(0, 30))
-        whole = read_shard_lines(shard, max_line_bytes=max_line)
-        ranges = read_shard_lines(
-            shard, max_line_bytes=max_line, budget=budget, chunk_bytes=rng.choice([1, 5, 1 << 20])
-        ).pieces
-        if not ranges:
-            continue
-        split += 1
-        assert ranges[0][0] == 0
-        assert ranges[-1][1] == len(whole.lines)
-        lines: list[bytes] = []
-        oversize: dict[int, int] = {}
-        for piece in shard.split(ranges):
-            got = read_shard_lines(piece, max_line_bytes=max_line, chunk_bytes=rng.choice([1, 3]))
-            oversize.update({len(lines) + i: n for i, n in got.oversize.items()})
-            lines.extend(got.lines)
-        assert (lines, oversize) == (whole.lines, whole.oversize), (data, ranges)
-    assert split > 100
 
 
 def test_a_piece_stops_reading_at_its_last_line(tmp_path: Path) -> None:
