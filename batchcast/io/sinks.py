@@ -30,7 +30,6 @@ from types import TracebackType
 from typing import Any, BinaryIO
 
 import botocore.exceptions
-import smart_open
 
 from batchcast.errors import BatchcastError
 from batchcast.io.sources import InputObject, is_s3, local_path, s3_client, split_s3
@@ -209,6 +208,8 @@ class _S3Sink(Sink):
         params = {"client": s3_client(), "min_part_size": _PART_SIZE}
         try:
             # compression="disable": the bytes are written as given whatever the name ends with.
+            import smart_open  # not at the top: a local job need not import it (~0.2 s)
+
             self._writer: Any = smart_open.open(
                 uri, "wb", compression="disable", transport_params=params
             )

@@ -33,16 +33,15 @@ import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
-import boto3
-import botocore.config
 import botocore.exceptions
 import orjson
-import smart_open
-import smart_open.s3
 
 from batchcast.errors import ConfigError, ShardError
+
+if TYPE_CHECKING:
+    import botocore.config
 
 __all__ = [
     "READ_ERRORS",
@@ -151,6 +150,8 @@ def s3_config() -> botocore.config.Config:
     Raises:
         ConfigError: when one of those variables is not a positive number.
     """
+    import botocore.config  # here, not at the top: ~0.1 s a local job need not pay
+
     return botocore.config.Config(
         connect_timeout=_env_number("BATCHCAST_S3_CONNECT_TIMEOUT", S3_CONNECT_TIMEOUT_S),
         read_timeout=_env_number("BATCHCAST_S3_READ_TIMEOUT", S3_READ_TIMEOUT_S),
@@ -209,6 +210,9 @@ def s3_client() -> Any:
         with _client_lock:
             client = _clients.get(key)
             if client is None:
+                import boto3  # with smart_open ~0.25 s of imports: only S3 jobs pay them
+                import smart_open.s3
+
                 client = boto3.session.Session().client("s3", config=s3_config())
                 # smart_open retries its multipart calls on EndpointConnectionError itself,
                 # 6 times 10 s apart, on top of the client's own attempts (its documented
@@ -445,6 +449,8 @@ def _open_s3(uri: str, start: int, *, compressed: bool) -> BinaryIO:
         "defer_seek": True,
         "buffer_size": _S3_READ_BUFFER,
     }
+    import smart_open
+
     stream = smart_open.open(
         uri, "rb", compression=".gz" if compressed else "disable", transport_params=params
     )

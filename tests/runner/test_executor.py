@@ -125,13 +125,14 @@ def test_a_bad_file_fails_alone_on_the_local_executor(
     assert (tmp_path / "out" / "a.jsonl.out").read_bytes().count(b"\n") == 300
 
 
-def test_a_small_job_from_the_command_line_never_imports_ray(
+def test_a_small_local_job_from_the_command_line_never_imports_ray_or_s3(
     tiny_model: str, inputs: Path, tmp_path: Path
 ) -> None:
     script = (
         "import sys\n"
         "from batchcast.cli import main\n"
         "code = main(sys.argv[1:])\n"
+        "print('S3_LOADED' if {'boto3', 'smart_open'} & set(sys.modules) else 'NO_S3')\n"
         "print('RAY_LOADED' if 'ray' in sys.modules else 'NO_RAY')\n"
         "sys.exit(code)\n"
     )
@@ -145,6 +146,8 @@ def test_a_small_job_from_the_command_line_never_imports_ray(
     assert done.returncode == 0, done.stderr[-2000:]
     # What it printed, if not: a failure seen once (2026-12-06) left no message to go on.
     assert done.stdout.strip().endswith("NO_RAY"), (done.stdout[-2000:], done.stderr[-2000:])
+    # A local job does not pay S3's ~0.25 s of imports either.
+    assert "NO_S3" in done.stdout.splitlines(), done.stdout[-2000:]
     summary = orjson.loads((out / "_batchcast_summary.json").read_bytes())
     assert summary["status"] == "Completed"
     assert summary["counts"]["series"] == 500
