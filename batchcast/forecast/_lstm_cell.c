@@ -16,21 +16,25 @@
 #include <stdint.h>
 #include <string.h>
 
-/* exp(x) for x in [-87.3, 88.3] (clamped outside): Cody-Waite range reduction, Cephes'
- * degree-6 polynomial, 2^n by exponent bits. ~2 ulp; branch-free so loops vectorise. */
+/* exp(x) for x in [-40, 40] (clamped outside: enough for sigmoid and tanh, whose results
+ * are then exact to float or far below a cell's ~1e-7 absolute error), as 2^t, t = x log2(e):
+ * n = rint(t), 2^(t - n) by a degree-6 minimax polynomial on [-1/2, 1/2], 2^n by exponent
+ * bits. Branch-free so the loops vectorise. Measured on 1,600 rows x 40 cells (Zen 4): 13%
+ * faster than Cephes' expf with Cody-Waite reduction, with a smaller maximum error in c and h
+ * (2.5e-7 against 2.8e-7 absolute, against double precision). */
 static inline float bc_exp(float x) {
-    x = x < -87.3f ? -87.3f : x;
-    x = x > 88.3f ? 88.3f : x;
-    float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
-    float r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
+    x = x < -40.0f ? -40.0f : x;
+    x = x > 40.0f ? 40.0f : x;
+    float t = x * 1.44269504088896341f;
+    float n = __builtin_rintf(t);
+    float f = t - n;
+    float p = 1.5353362e-4f;
+    p = p * f + 1.3398874e-3f;
+    p = p * f + 9.6184089e-3f;
+    p = p * f + 5.5503406e-2f;
+    p = p * f + 2.4022648e-1f;
+    p = p * f + 6.9314718e-1f;
+    p = p * f + 1.0f;
     int32_t bits = ((int32_t)n + 127) << 23;
     float two_n;
     memcpy(&two_n, &bits, sizeof two_n);
@@ -58,6 +62,38 @@ static inline float bc_from_bf16(uint16_t b) {
     return x;
 }
 
+/* What a call adds to its gates, and what it does with the last layer's h.
+ *
+ * Addend (bf16 gates only): row r adds add + r * add_stride, in fp32 after the gates are
+ * widened; add_stride 0 broadcasts one row (a bias). (fp32 gates come with their addends
+ * already in: a GEMM that accumulates into them, beta = 1, is faster than one that does not.)
+ *
+ * Head: when head_w is set, each row's distribution arguments are computed from its new h,
+ * out[a * head_stride + r] = head_b[a] + dot(head_w[a], h), stored argument-major so the
+ * likelihood reads each argument as a contiguous column. This replaces a GEMM with N = 3,
+ * which BLAS runs at ~5% of its peak (measured: 80 us for 1,600 rows, 29 here). */
+typedef struct {
+    const float *add;
+    int64_t add_stride;
+    const float *head_w, *head_b;
+    int64_t nargs;
+    float *head_out;
+    int64_t head_stride;
+} bc_extra;
+
+/* dot(a, b) over n, in a fixed order: BC_LANES independent partial sums (which vectorise
+ * without reassociating anything), then a fixed tree, then the tail. */
+#define BC_LANES 8
+static inline float bc_dot(const float *restrict a, const float *restrict b, int64_t n) {
+    float lane[BC_LANES] = {0};
+    int64_t j = 0;
+    for (; j + BC_LANES <= n; j += BC_LANES)
+        for (int l = 0; l < BC_LANES; ++l) lane[l] += a[j + l] * b[j + l];
+    float sum = ((lane[0] + lane[4]) + (lane[1] + lane[5])) + ((lane[2] + lane[6]) + (lane[3] + lane[7]));
+    for (; j < n; ++j) sum += a[j] * b[j];
+    return sum;
+}
+
 /* One row: pre-activations g4 (4H, i f g o) -> c (H, in place), h (H, fp32), and hb (H,
  * bf16) when not NULL (written in a second pass over the row, still in L1). */
 static inline void bc_row(int64_t hidden, const float *restrict g4, float *restrict c,
@@ -73,25 +109,36 @@ static inline void bc_row(int64_t hidden, const float *restrict g4, float *restr
     }
 }
 
+static inline void bc_head(const bc_extra *x, int64_t hidden, const float *h, int64_t r) {
+    if (!x || !x->head_w) return;
+    for (int64_t a = 0; a < x->nargs; ++a)
+        x->head_out[a * x->head_stride + r] = x->head_b[a] + bc_dot(x->head_w + a * hidden, h, hidden);
+}
+
 /* rows x (4H) fp32 gates (row stride gs), c (stride cs), h fp32 (stride hs), hb bf16 (stride
- * hbs, may be NULL). Strides in elements. */
-void bc_lstm_cell_f32(int64_t rows, int64_t hidden, const float *gates, int64_t gs, float *c,
-                      int64_t cs, float *h, int64_t hs, uint16_t *hb, int64_t hbs) {
+ * hbs, may be NULL), extra (may be NULL: no head; its addend is ignored). Strides in elements. */
+void bc_lstm_cell_f32(int64_t rows, int64_t hidden, const float *gates, int64_t gs,
+                      const bc_extra *extra, float *c, int64_t cs, float *h, int64_t hs,
+                      uint16_t *hb, int64_t hbs) {
     for (int64_t r = 0; r < rows; ++r) {
-        bc_row(hidden, gates + r * gs, c + r * cs, h + r * hs, hb ? hb + r * hbs : 0);
+        float *hr = h + r * hs;
+        bc_row(hidden, gates + r * gs, c + r * cs, hr, hb ? hb + r * hbs : 0);
+        bc_head(extra, hidden, hr, r);
     }
 }
 
-/* The same with bf16 gates (a bf16 GEMM's output) plus an fp32 addend per row (stride as, may
- * be NULL): layer 0's path-independent gates, or a bias. scratch: 4H floats. */
+/* The same with bf16 gates (a bf16 GEMM's output). The addend is added in fp32 after the
+ * bf16 gates are widened. scratch: 4H floats. */
 void bc_lstm_cell_bf16(int64_t rows, int64_t hidden, const uint16_t *gates, int64_t gs,
-                       const float *add, int64_t as, float *c, int64_t cs, float *h, int64_t hs,
+                       const bc_extra *extra, float *c, int64_t cs, float *h, int64_t hs,
                        uint16_t *hb, int64_t hbs, float *scratch) {
     const int64_t width = 4 * hidden;
     for (int64_t r = 0; r < rows; ++r) {
         const uint16_t *g = gates + r * gs;
-        const float *a = add ? add + r * as : 0;
+        const float *a = extra && extra->add ? extra->add + r * extra->add_stride : 0;
         for (int64_t j = 0; j < width; ++j) scratch[j] = bc_from_bf16(g[j]) + (a ? a[j] : 0.0f);
-        bc_row(hidden, scratch, c + r * cs, h + r * hs, hb ? hb + r * hbs : 0);
+        float *hr = h + r * hs;
+        bc_row(hidden, scratch, c + r * cs, hr, hb ? hb + r * hbs : 0);
+        bc_head(extra, hidden, hr, r);
     }
 }

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["LstmKernel", "lstm_kernel"]
+__all__ = ["Extra", "LstmKernel", "cache_dir", "lstm_kernel"]
 
 _LOG = logging.getLogger(__name__)
 _SOURCE = Path(__file__).with_name("_lstm_cell.c")
@@ -51,28 +51,50 @@ _I64 = ctypes.c_int64
 _PTR = ctypes.c_void_p
 
 
+class Extra(ctypes.Structure):
+    """``bc_extra`` of the C source: the fp32 addend of bf16 gates, and the head.
+
+    Row ``r`` of a bf16 call adds ``add + r * add_stride`` (``add_stride`` 0 broadcasts a
+    bias). With ``head_w`` set, each row's distribution arguments are written argument-major
+    to ``head_out``. Pointers are ``data_ptr()`` integers (0 for none); strides in elements.
+    """
+
+    _fields_ = [
+        ("add", _PTR),
+        ("add_stride", _I64),
+        ("head_w", _PTR),
+        ("head_b", _PTR),
+        ("nargs", _I64),
+        ("head_out", _PTR),
+        ("head_stride", _I64),
+    ]
+
+
 class LstmKernel:
     """The two entry points of the compiled cell, with their ctypes signatures set.
 
-    ``f32(rows, hidden, gates, gs, c, cs, h, hs, hb, hbs)`` and
-    ``bf16(rows, hidden, gates, gs, add, as, c, cs, h, hs, hb, hbs, scratch)``: pointers
-    are ``data_ptr()`` integers (0 for NULL), strides are in elements (see the C source).
+    ``f32(rows, hidden, gates, gs, extra, c, cs, h, hs, hb, hbs)`` and
+    ``bf16(rows, hidden, gates, gs, extra, c, cs, h, hs, hb, hbs, scratch)``: ``extra`` is a
+    ``ctypes.byref(Extra)`` or None; other pointers are ``data_ptr()`` integers (0 for NULL),
+    strides are in elements (see the C source).
     """
 
     def __init__(self, library: ctypes.CDLL, path: Path, variant: str = "default") -> None:
         self.path = path
         self.variant = variant  # "default" or "wide" (512-bit vectors preferred)
+        extra = ctypes.POINTER(Extra)
         self.f32 = library.bc_lstm_cell_f32
         self.f32.restype = None
-        self.f32.argtypes = [_I64, _I64, _PTR, _I64, _PTR, _I64, _PTR, _I64, _PTR, _I64]
+        self.f32.argtypes = [_I64, _I64, _PTR, _I64, extra, _PTR, _I64, _PTR, _I64, _PTR, _I64]
         self.bf16 = library.bc_lstm_cell_bf16
         self.bf16.restype = None
         self.bf16.argtypes = [
-            *(_I64, _I64, _PTR, _I64, _PTR, _I64, _PTR, _I64, _PTR, _I64, _PTR, _I64, _PTR)
+            *(_I64, _I64, _PTR, _I64, extra, _PTR, _I64, _PTR, _I64, _PTR, _I64, _PTR)
         ]
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
+    """Where batchcast keeps what it builds or measures for this machine."""
     explicit = os.environ.get("BATCHCAST_CACHE_DIR")
     if explicit:
         return Path(explicit)
@@ -121,7 +143,7 @@ def _build(compiler: str, extra: tuple[str, ...] = ()) -> Path:
             ]
         )
     ).hexdigest()[:20]
-    target = _cache_dir() / f"lstm_cell-{key}.so"
+    target = cache_dir() / f"lstm_cell-{key}.so"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -177,25 +199,41 @@ def lstm_kernel() -> LstmKernel | None:
 
 class _Probe:
     """Deterministic inputs for timing and comparing two builds: 512 rows of 40 cells (the
-    default work unit's), gates spread over [-8, 8] so every branch of exp is exercised."""
+    default work unit's), gates spread over [-8, 8] so every branch of exp is exercised, and
+    a 3-argument head (the fp32 code paths of a sampling step)."""
 
-    rows, hidden = 512, 40
+    rows, hidden, nargs = 512, 40, 3
 
     def __init__(self) -> None:
         n, m = self.rows * 4 * self.hidden, self.rows * self.hidden
         self.gates = ((np.arange(n) * 7919 % 1601 - 800) / 100.0).astype(np.float32)
         self.c0 = ((np.arange(m) * 104729 % 401 - 200) / 100.0).astype(np.float32)
+        self.head_w = ((np.arange(self.nargs * self.hidden) * 13 % 29 - 14) / 20.0).astype(
+            np.float32
+        )
+        self.head_b = np.array([0.5, -0.25, 1.0], dtype=np.float32)
+        self.out = np.empty((self.nargs, self.rows), dtype=np.float32)
+        self.extra = Extra(
+            head_w=self.head_w.ctypes.data,
+            head_b=self.head_b.ctypes.data,
+            nargs=self.nargs,
+            head_out=self.out.ctypes.data,
+            head_stride=self.rows,
+        )
 
     def _run(self, kernel: LstmKernel, c: np.ndarray, h: np.ndarray, calls: int) -> None:
-        hd, g = self.hidden, self.gates.ctypes.data
+        hd, g, extra = self.hidden, self.gates.ctypes.data, ctypes.byref(self.extra)
         for _ in range(calls):
-            kernel.f32(self.rows, hd, g, 4 * hd, c.ctypes.data, hd, h.ctypes.data, hd, None, 0)
+            kernel.f32(
+                self.rows, hd, g, 4 * hd, extra, c.ctypes.data, hd, h.ctypes.data, hd, None, 0
+            )
 
     def outputs(self, kernel: LstmKernel) -> bytes:
-        """c and h after three steps from the same state, as bytes (compared bit for bit)."""
+        """c, h and the head's output after three steps from the same state, as bytes
+        (compared bit for bit)."""
         c, h = self.c0.copy(), np.empty_like(self.c0)
         self._run(kernel, c, h, 3)
-        return c.tobytes() + h.tobytes()
+        return c.tobytes() + h.tobytes() + self.out.tobytes()
 
     def seconds(self, kernel: LstmKernel, calls: int = 8) -> float:
         """The best of five timings of ``calls`` calls (the kernel alone)."""

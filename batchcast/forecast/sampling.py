@@ -35,6 +35,7 @@ path differs from it in the last bits (~1e-6 relative).
 from __future__ import annotations
 
 import bisect
+import ctypes
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -44,7 +45,7 @@ import torch
 from batchcast.forecast.config import InferenceConfig
 from batchcast.forecast.features import Windows, build_windows
 from batchcast.forecast.model import DeepAR
-from batchcast.forecast.native import LstmKernel, lstm_kernel
+from batchcast.forecast.native import Extra, LstmKernel, lstm_kernel
 from batchcast.forecast.precision import Precision, resolve_precision
 from batchcast.forecast.series import SeriesBatch
 from batchcast.forecast.tuning import rule_tile_rows
@@ -312,19 +313,19 @@ def _steps_fused(
     fixed_gates = fixed_gates.transpose(0, 1).contiguous()
     row_series = (torch.arange(padded, device=device) // s).clamp_(max=z_past.shape[0] - 1)
     w_lag_t = layers[0].w_ih_t[: len(spec.lags)]
-    head_w_t = model.head.weight.t().contiguous()
     pad = padded - n
     h = [torch.nn.functional.pad(x, (0, 0, 0, pad)) for x in state.h]
     c = [torch.nn.functional.pad(x, (0, 0, 0, pad)) for x in state.c]
     # Head outputs stored argument-major, (A, rows): the likelihood's domain_map then reads
     # each argument as a contiguous column (softplus on a stride-3 view costs ~7x more here).
     raw_t = torch.empty(model.likelihood.num_args, padded, device=device)
-    raw = raw_t.t()
     sampled_cols = _sampled_cols(model)
     lags = torch.zeros(padded, max(len(x) for x in sampled_cols), device=device)
     tiles = _tiles(padded, tile_rows)
     most = max(r1 - r0 for r0, r1 in tiles)
     gates = torch.empty(most, h4, device=device)
+    extras = _extras(model, layers, raw_t)
+    head = extras[-1]
     bf = _Bf16(layers, h, most, device) if precision == "bf16" else None
     for k in range(1, spec.prediction_length):
         m = len(sampled_cols[k])
@@ -334,41 +335,63 @@ def _steps_fused(
             t = r1 - r0
             g = gates[:t]
             lag_in = lags[r0:r1, :m] if m else None
+            head.head_out = raw_t.data_ptr() + r0 * raw_t.element_size()
             if bf is not None:
                 bf.layer0(
-                    kernel,
-                    fixed_gates[k - 1],
-                    row_series[r0:r1],
-                    lag_in,
-                    w_lag_t[:m],
-                    r0,
-                    r1,
-                    c[0],
-                    h[0],
-                )
+                    kernel, extras[0], fixed_gates[k - 1], row_series[r0:r1], lag_in,
+                    w_lag_t[:m], r0, r1, c[0], h[0],
+                )  # fmt: skip
             else:
+                # Gathered fixed gates, then GEMMs that accumulate into them: a beta = 1 GEMM
+                # runs ~10% faster here than one that overwrites its output (mm).
                 torch.index_select(fixed_gates[k - 1], 0, row_series[r0:r1], out=g)
                 g.addmm_(h[0][r0:r1], layers[0].w_hh_t)
                 if lag_in is not None:
                     g.addmm_(lag_in, w_lag_t[:m])
-                _run_cell(kernel, g, c[0][r0:r1], h[0][r0:r1])
+                _run_cell(kernel, g, extras[0], c[0][r0:r1], h[0][r0:r1])
             for layer in range(1, spec.num_layers):
                 if bf is not None:
-                    bf.upper(kernel, layer, r0, r1, c[layer], h[layer])
+                    bf.upper(kernel, layer, extras[layer], r0, r1, c[layer], h[layer])
                     continue
                 w = layers[layer]
                 torch.addmm(w.bias, h[layer - 1][r0:r1], w.w_ih_t, out=g)
                 g.addmm_(h[layer][r0:r1], w.w_hh_t)
-                _run_cell(kernel, g, c[layer][r0:r1], h[layer][r0:r1])
-            torch.addmm(model.head.bias, h[-1][r0:r1], head_w_t, out=raw[r0:r1])
+                _run_cell(kernel, g, extras[layer], c[layer][r0:r1], h[layer][r0:r1])
         _draw(model, state, raw_t[:, :n].t(), k, generator)
 
 
-def _run_cell(kernel: LstmKernel, gates: torch.Tensor, c: torch.Tensor, h: torch.Tensor) -> None:
+def _extras(model: DeepAR, layers: list[_LayerWeights], raw_t: torch.Tensor) -> list[Extra]:
+    """Each layer's kernel extras. The bf16 cell adds layer ``l >= 1``'s bias (layer 0's
+    addend is set per tile); the last layer's cell computes the head into ``raw_t`` (A, rows),
+    at the tile's offset (set per tile). What they point at outlives the sampling loop."""
+    extras = [Extra()] + [Extra(add=w.bias.data_ptr(), add_stride=0) for w in layers[1:]]
+    weight = model.head.weight
+    if not weight.is_contiguous():
+        raise ValueError("the head's weight must be contiguous")  # nn.Linear's always is
+    extras[-1].head_w = weight.data_ptr()  # (A, H)
+    extras[-1].head_b = model.head.bias.data_ptr()
+    extras[-1].nargs = weight.shape[0]
+    extras[-1].head_stride = raw_t.shape[1]
+    return extras
+
+
+def _run_cell(
+    kernel: LstmKernel, gates: torch.Tensor, extra: Extra, c: torch.Tensor, h: torch.Tensor
+) -> None:
     """The fused fp32 cell on contiguous (t, 4H) gates and (t, H) views of c and h."""
     t, hidden = c.shape
     kernel.f32(
-        t, hidden, gates.data_ptr(), 4 * hidden, c.data_ptr(), hidden, h.data_ptr(), hidden, 0, 0
+        t,
+        hidden,
+        gates.data_ptr(),
+        4 * hidden,
+        ctypes.byref(extra),
+        c.data_ptr(),
+        hidden,
+        h.data_ptr(),
+        hidden,
+        0,
+        0,
     )
 
 
@@ -391,7 +414,6 @@ class _Bf16:
         self.w = [self.w0] + [
             torch.cat((w.w_ih_t, w.w_hh_t)).to(torch.bfloat16).contiguous() for w in layers[1:]
         ]
-        self.bias = [w.bias for w in layers]
         # x[l] = [h_{l-1} | h_l] in bf16 for l >= 1; x[0] holds h_0 alone when there is one layer.
         n = h[0].shape[0]
         self.x: list[torch.Tensor] = []
@@ -419,8 +441,7 @@ class _Bf16:
         self,
         kernel: LstmKernel,
         t: int,
-        add: torch.Tensor,
-        add_stride: int,
+        extra: Extra,
         c: torch.Tensor,
         h: torch.Tensor,
         h16: torch.Tensor,
@@ -432,8 +453,7 @@ class _Bf16:
             hd,
             self.out16.data_ptr(),
             4 * hd,
-            add.data_ptr(),
-            add_stride,
+            ctypes.byref(extra),
             c.data_ptr(),
             hd,
             h.data_ptr(),
@@ -446,6 +466,7 @@ class _Bf16:
     def layer0(
         self,
         kernel: LstmKernel,
+        extra: Extra,
         fixed: torch.Tensor,
         series: torch.Tensor,
         lag_in: torch.Tensor | None,
@@ -455,7 +476,9 @@ class _Bf16:
         c: torch.Tensor,
         h: torch.Tensor,
     ) -> None:
-        """Layer 0 on rows r0:r1: bf16 recurrent GEMM, fp32 addend of fixed gates and lags."""
+        """Layer 0 on rows r0:r1: bf16 recurrent GEMM, fp32 addend of fixed gates and lags
+        (gathered per row here: the lags' fp32 GEMM must not round through bf16). ``extra``
+        supplies the head when layer 0 is the last layer."""
         t = r1 - r0
         src, _ = self._h16(0)
         torch.mm(src[r0:r1], self.w0, out=self.out16[:t])
@@ -463,16 +486,25 @@ class _Bf16:
         torch.index_select(fixed, 0, series, out=add)
         if lag_in is not None:
             add.addmm_(lag_in, w_lag)
+        own = Extra.from_buffer_copy(extra)
+        own.add, own.add_stride = add.data_ptr(), 4 * self.hidden
         dst, stride = self._h16(0)
-        self._cell(kernel, t, add, 4 * self.hidden, c[r0:r1], h[r0:r1], dst[r0:r1], stride)
+        self._cell(kernel, t, own, c[r0:r1], h[r0:r1], dst[r0:r1], stride)
 
     def upper(
-        self, kernel: LstmKernel, layer: int, r0: int, r1: int, c: torch.Tensor, h: torch.Tensor
+        self,
+        kernel: LstmKernel,
+        layer: int,
+        extra: Extra,
+        r0: int,
+        r1: int,
+        c: torch.Tensor,
+        h: torch.Tensor,
     ) -> None:
         t = r1 - r0
         torch.mm(self.x[layer][r0:r1], self.w[layer], out=self.out16[:t])
         dst, stride = self._h16(layer)
-        self._cell(kernel, t, self.bias[layer], 0, c[r0:r1], h[r0:r1], dst[r0:r1], stride)
+        self._cell(kernel, t, extra, c[r0:r1], h[r0:r1], dst[r0:r1], stride)
         if layer + 1 < self.num_layers:  # this layer's h is also the recurrent half of x[layer]
             self.x[layer][r0:r1, self.hidden :].copy_(dst[r0:r1])
 
