@@ -13,13 +13,18 @@ Which wins is the CPU's business, not a rule's: on a Zen 4 core with 1 MiB of L2
 rows ran 506 and 974 (per-call overhead, and the GIL that two threads share between calls,
 outweigh the L2 misses). So a worker times the rule's tile and its neighbours once, on the
 real network and synthetic inputs, when it loads a model (:func:`tile_rows_for`: ~0.2 s,
-once per process and network); the tile never changes a byte of output.
+once per machine and network: the choice is remembered beside the fused cell's build, under
+``$BATCHCAST_CACHE_DIR``, keyed by the network, threads, torch and the cell's build, which
+holds the CPU's identity); the tile never changes a byte of output.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -167,7 +172,6 @@ def tile_rows_for(model: DeepAR, precision: str, device: torch.device) -> int | 
     """
     # Imported here: the sampler imports this module for its rule.
     from batchcast.forecast.native import lstm_kernel
-    from batchcast.forecast.sampling import sample_paths
 
     if device.type != "cpu" or precision != "fp32" or lstm_kernel() is None:
         return None
@@ -185,17 +189,64 @@ def tile_rows_for(model: DeepAR, precision: str, device: torch.device) -> int | 
     key = (spec, precision, torch.get_num_threads())
     with _calibrating:  # threads of one process share one timing, taken without contention
         if key not in _calibrated:
-            probe: dict[str, Any] = synthetic_inputs(spec, CALIBRATION_SERIES, device)
-            rule = rule_tile_rows(spec.num_cells, spec.num_layers, precision)
-            _calibrated[key], _ = calibrate_tile_rows(
-                lambda rows: sample_paths(
-                    model,
-                    **probe,
-                    num_samples=_CALIBRATION_PATHS,
-                    generator=torch.Generator(device=device).manual_seed(0),
-                    tile_rows=rows,
-                ),
-                candidate_tiles(rule),
-                repeats=1,
-            )
+            _calibrated[key] = _remembered_or_timed(model, precision, device)
         return _calibrated[key]
+
+
+def _remembered_or_timed(model: DeepAR, precision: str, device: torch.device) -> int:
+    """The tile this machine measured for this network before (from the disk cache), or a
+    fresh timing, then remembered. The cache key holds everything the timing depends on: the
+    network, the thread count, torch's version and the fused cell's build (whose name holds
+    the CPU's model, flags and compiler); a change in any of them times again."""
+    from batchcast.forecast.native import cache_dir, lstm_kernel
+    from batchcast.forecast.sampling import sample_paths
+
+    kernel = lstm_kernel()
+    assert kernel is not None
+    spec = model.spec
+    identity = repr((spec, precision, torch.get_num_threads(), torch.__version__, kernel.path.name))
+    entry = hashlib.sha256(identity.encode()).hexdigest()[:24]
+    path = cache_dir() / "tiles" / f"{entry}.json"
+    remembered = _read_tile(path)
+    if remembered is not None:
+        return remembered
+    probe: dict[str, Any] = synthetic_inputs(spec, CALIBRATION_SERIES, device)
+    rule = rule_tile_rows(spec.num_cells, spec.num_layers, precision)
+    rows, seconds = calibrate_tile_rows(
+        lambda rows: sample_paths(
+            model,
+            **probe,
+            num_samples=_CALIBRATION_PATHS,
+            generator=torch.Generator(device=device).manual_seed(0),
+            tile_rows=rows,
+        ),
+        candidate_tiles(rule),
+        repeats=1,
+    )
+    _write_tile(path, rows, seconds)
+    return rows
+
+
+def _read_tile(path: Path) -> int | None:
+    """A remembered tile, or None when there is none (or it cannot be read: then re-time)."""
+    try:
+        rows = json.loads(path.read_text())["tile_rows"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if isinstance(rows, int) and _MIN_ROWS <= rows <= _MAX_ROWS and rows % _QUANTUM == 0:
+        return rows
+    return None
+
+
+def _write_tile(path: Path, rows: int, seconds: dict[int, float]) -> None:
+    """Remember a timing (best effort: a read-only cache only costs the next process 0.2 s).
+    Written beside its name and renamed, so a concurrent reader never sees half a file."""
+    record = {"tile_rows": rows, "seconds": {str(k): v for k, v in seconds.items()}}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w") as out:
+            json.dump(record, out)
+        os.replace(tmp, path)
+    except OSError:
+        return

@@ -7,8 +7,10 @@ seed both must draw the same paths, up to float rounding of the reordered arithm
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -571,12 +573,13 @@ def test_tile_rule_follows_the_cache_size() -> None:
 
 @needs_kernel
 def test_a_worker_times_its_tile_once_and_picks_a_candidate(
-    make_model: Callable[..., DeepAR],
+    make_model: Callable[..., DeepAR], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """The worker-start calibration: one of the rule's candidates, timed once per process and
     network shape (the second call is a lookup), and no timing where tiles are the rule's."""
     from batchcast.forecast.tuning import candidate_tiles, rule_tile_rows, tile_rows_for
 
+    monkeypatch.setenv("BATCHCAST_CACHE_DIR", str(tmp_path))  # nothing remembered yet
     model = make_model(num_cells=11, num_layers=2, prediction_length=4)  # a shape of its own
     cpu = torch.device("cpu")
     started = time.perf_counter()
@@ -587,6 +590,46 @@ def test_a_worker_times_its_tile_once_and_picks_a_candidate(
     assert tile_rows_for(model, "fp32", cpu) == chosen
     assert time.perf_counter() - started < first / 10  # looked up, not timed again
     assert tile_rows_for(model, "bf16", cpu) is None  # bf16 tiles stay the rule's
+
+
+@needs_kernel
+def test_a_timed_tile_is_remembered_on_disk_for_the_next_process(
+    make_model: Callable[..., DeepAR], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A fresh process (here: the in-process memo cleared) reads the tile this machine timed
+    before instead of timing again; an unreadable record is timed again and rewritten."""
+    from batchcast.forecast import tuning
+
+    monkeypatch.setenv("BATCHCAST_CACHE_DIR", str(tmp_path))
+    model = make_model(num_cells=13, num_layers=1, prediction_length=3)
+    cpu = torch.device("cpu")
+    chosen = tuning.tile_rows_for(model, "fp32", cpu)
+    (record,) = (tmp_path / "tiles").glob("*.json")
+    saved = json.loads(record.read_text())
+    assert saved["tile_rows"] == chosen
+    assert {int(k) for k in saved["seconds"]} == set(
+        tuning.candidate_tiles(tuning.rule_tile_rows(13, 1))
+    )  # what was timed, for whoever wonders why
+    # What the next process finds: a tile no timing here would pick, proving it was read.
+    candidates = tuning.candidate_tiles(tuning.rule_tile_rows(13, 1))
+    odd = next(rows for rows in (4112, 4128) if rows not in candidates)
+    record.write_text(json.dumps({"tile_rows": odd}))
+    monkeypatch.setattr(tuning, "_calibrated", {})
+    assert tuning.tile_rows_for(model, "fp32", cpu) == odd
+    record.write_text("{not json")
+    monkeypatch.setattr(tuning, "_calibrated", {})
+    again = tuning.tile_rows_for(model, "fp32", cpu)
+    assert again in candidates
+    assert json.loads(record.read_text())["tile_rows"] == again
+    # Another thread count is another measurement.
+    monkeypatch.setattr(tuning, "_calibrated", {})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)
+    try:
+        tuning.tile_rows_for(model, "fp32", cpu)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(list((tmp_path / "tiles").glob("*.json"))) == 2
 
 
 @needs_kernel
