@@ -35,7 +35,6 @@ path differs from it in the last bits (~1e-6 relative).
 from __future__ import annotations
 
 import bisect
-import ctypes
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -44,9 +43,10 @@ import torch
 
 from batchcast.forecast.config import InferenceConfig
 from batchcast.forecast.features import Windows, build_windows
+from batchcast.forecast.fused import Chunk, run_steps
 from batchcast.forecast.model import DeepAR
-from batchcast.forecast.native import Extra, LstmKernel, lstm_kernel
-from batchcast.forecast.precision import Precision, resolve_precision
+from batchcast.forecast.native import lstm_kernel
+from batchcast.forecast.precision import resolve_precision
 from batchcast.forecast.series import SeriesBatch
 from batchcast.forecast.tuning import rule_tile_rows
 
@@ -131,20 +131,6 @@ def _cell(gates: torch.Tensor, c: torch.Tensor, h: torch.Tensor, tmp: torch.Tens
     torch.mul(o, tmp, out=h)
 
 
-# Every GEMM of the fused path runs on a multiple of this many rows starting at a multiple of
-# it, so a row sits at the same position within MKL's row blocks (heights 4, 6, 8, 12, 16,
-# 24 all divide 48) whatever the tile: measured, MKL computes the rows of a 2- or 3-row
-# block tail 1 ulp differently from the same rows inside a full block.
-TILE_QUANTUM = 48
-
-
-def _tiles(num_rows: int, tile_rows: int) -> list[tuple[int, int]]:
-    """Row ranges ``(r0, r1)`` of ``num_rows`` (a multiple of :data:`TILE_QUANTUM`), each a
-    multiple of the quantum long (``tile_rows`` rounded down, at least one quantum)."""
-    size = max(TILE_QUANTUM, tile_rows // TILE_QUANTUM * TILE_QUANTUM)
-    return [(r0, min(r0 + size, num_rows)) for r0 in range(0, num_rows, size)]
-
-
 @torch.inference_mode()
 def sample_paths(
     model: DeepAR,
@@ -206,8 +192,24 @@ def sample_paths(
     else:
         if tile_rows is None:
             tile_rows = rule_tile_rows(spec.num_cells, spec.num_layers, resolved)
-        _steps_fused(
-            model, kernel, state, z_past, static, covariates, tile_rows, resolved, generator
+        layers = [_LayerWeights(model.rnn, i, reorder=False) for i in range(spec.num_layers)]
+        fixed_gates = _fixed_gates(model, layers[0], z_past, static, covariates)
+        chunk = Chunk(
+            h=state.h,
+            c=state.c,
+            scaled=state.scaled,
+            fixed_gates=fixed_gates.transpose(0, 1).contiguous(),  # (P-1, B, 4H)
+            sampled_cols=_sampled_cols(model),
+            paths=s,
+        )
+        run_steps(
+            model,
+            kernel,
+            layers,
+            chunk,
+            tile_rows,
+            resolved,
+            lambda raw, k: _draw(model, state, raw, k, generator),
         )
     return samples.view(b, s, p)
 
@@ -280,233 +282,6 @@ def _steps_torch(
             gates.addmm_(h[layer], w.w_hh_t)
             _cell(gates, c[layer], h[layer], tmp)
         _draw(model, state, torch.addmm(model.head.bias, h[-1], head_w_t), k, generator)
-
-
-def _steps_fused(
-    model: DeepAR,
-    kernel: LstmKernel,
-    state: _State,
-    z_past: torch.Tensor,
-    static: torch.Tensor,
-    covariates: torch.Tensor,
-    tile_rows: int,
-    precision: Precision,
-    generator: torch.Generator | None,
-) -> None:
-    """Steps 1..P-1 tile by tile: GEMMs by torch (MKL/oneDNN), the cell by the fused kernel.
-
-    Each tile's gate buffer stays in cache between its GEMMs and its cell pass. The chunk's
-    rows are padded to a multiple of :data:`TILE_QUANTUM` (padding rows compute garbage that
-    is never drawn from) and tiles are quantum-aligned, so every row goes through the same
-    GEMM blocks and the same row-by-row kernel code whatever ``tile_rows`` is: tiling changes
-    speed only. The draws stay chunk-wide (:func:`_draw`).
-    """
-    spec = model.spec
-    n, hidden = state.samples.shape[0], spec.num_cells
-    s = n // z_past.shape[0]
-    padded = -(-n // TILE_QUANTUM) * TILE_QUANTUM
-    h4 = 4 * hidden
-    device = state.samples.device
-    layers = [_LayerWeights(model.rnn, i, reorder=False) for i in range(spec.num_layers)]
-    # (P-1, B, 4H): step k's path-independent gates, one row per series, gathered per tile row.
-    fixed_gates = _fixed_gates(model, layers[0], z_past, static, covariates)
-    fixed_gates = fixed_gates.transpose(0, 1).contiguous()
-    row_series = (torch.arange(padded, device=device) // s).clamp_(max=z_past.shape[0] - 1)
-    w_lag_t = layers[0].w_ih_t[: len(spec.lags)]
-    pad = padded - n
-    h = [torch.nn.functional.pad(x, (0, 0, 0, pad)) for x in state.h]
-    c = [torch.nn.functional.pad(x, (0, 0, 0, pad)) for x in state.c]
-    # Head outputs stored argument-major, (A, rows): the likelihood's domain_map then reads
-    # each argument as a contiguous column (softplus on a stride-3 view costs ~7x more here).
-    raw_t = torch.empty(model.likelihood.num_args, padded, device=device)
-    sampled_cols = _sampled_cols(model)
-    lags = torch.zeros(padded, max(len(x) for x in sampled_cols), device=device)
-    tiles = _tiles(padded, tile_rows)
-    most = max(r1 - r0 for r0, r1 in tiles)
-    gates = torch.empty(most, h4, device=device)
-    extras = _extras(model, layers, raw_t)
-    head = extras[-1]
-    bf = _Bf16(layers, h, most, device) if precision == "bf16" else None
-    for k in range(1, spec.prediction_length):
-        m = len(sampled_cols[k])
-        if m:
-            lags[:n, :m] = state.scaled[:, sampled_cols[k]]  # once per step for the chunk
-        for r0, r1 in tiles:
-            t = r1 - r0
-            g = gates[:t]
-            lag_in = lags[r0:r1, :m] if m else None
-            head.head_out = raw_t.data_ptr() + r0 * raw_t.element_size()
-            if bf is not None:
-                bf.layer0(
-                    kernel, extras[0], fixed_gates[k - 1], row_series[r0:r1], lag_in,
-                    w_lag_t[:m], r0, r1, c[0], h[0],
-                )  # fmt: skip
-            else:
-                # Gathered fixed gates, then GEMMs that accumulate into them: a beta = 1 GEMM
-                # runs ~10% faster here than one that overwrites its output (mm).
-                torch.index_select(fixed_gates[k - 1], 0, row_series[r0:r1], out=g)
-                g.addmm_(h[0][r0:r1], layers[0].w_hh_t)
-                if lag_in is not None:
-                    g.addmm_(lag_in, w_lag_t[:m])
-                _run_cell(kernel, g, extras[0], c[0][r0:r1], h[0][r0:r1])
-            for layer in range(1, spec.num_layers):
-                if bf is not None:
-                    bf.upper(kernel, layer, extras[layer], r0, r1, c[layer], h[layer])
-                    continue
-                w = layers[layer]
-                torch.addmm(w.bias, h[layer - 1][r0:r1], w.w_ih_t, out=g)
-                g.addmm_(h[layer][r0:r1], w.w_hh_t)
-                _run_cell(kernel, g, extras[layer], c[layer][r0:r1], h[layer][r0:r1])
-        _draw(model, state, raw_t[:, :n].t(), k, generator)
-
-
-def _extras(model: DeepAR, layers: list[_LayerWeights], raw_t: torch.Tensor) -> list[Extra]:
-    """Each layer's kernel extras. The bf16 cell adds layer ``l >= 1``'s bias (layer 0's
-    addend is set per tile); the last layer's cell computes the head into ``raw_t`` (A, rows),
-    at the tile's offset (set per tile). What they point at outlives the sampling loop."""
-    extras = [Extra()] + [Extra(add=w.bias.data_ptr(), add_stride=0) for w in layers[1:]]
-    weight = model.head.weight
-    if not weight.is_contiguous():
-        raise ValueError("the head's weight must be contiguous")  # nn.Linear's always is
-    extras[-1].head_w = weight.data_ptr()  # (A, H)
-    extras[-1].head_b = model.head.bias.data_ptr()
-    extras[-1].nargs = weight.shape[0]
-    extras[-1].head_stride = raw_t.shape[1]
-    return extras
-
-
-def _run_cell(
-    kernel: LstmKernel, gates: torch.Tensor, extra: Extra, c: torch.Tensor, h: torch.Tensor
-) -> None:
-    """The fused fp32 cell on contiguous (t, 4H) gates and (t, H) views of c and h."""
-    t, hidden = c.shape
-    kernel.f32(
-        t,
-        hidden,
-        gates.data_ptr(),
-        4 * hidden,
-        ctypes.byref(extra),
-        c.data_ptr(),
-        hidden,
-        h.data_ptr(),
-        hidden,
-        0,
-        0,
-    )
-
-
-class _Bf16:
-    """bf16 GEMM operands for the fused path: weights in bf16, a bf16 copy of each layer's h
-    written by the kernel next to its fp32 state, GEMM outputs in bf16 added to fp32 addends
-    (layer 0's path-independent gates and sampled lags; the biases) inside the kernel.
-
-    Layer ``l >= 1`` multiplies ``[h_{l-1} | h_l]`` (one K = 2H GEMM, one bf16 rounding of
-    its output); layer 0's recurrent GEMM reads the first half of layer 1's buffer.
-    """
-
-    def __init__(
-        self, layers: list[_LayerWeights], h: list[torch.Tensor], most: int, device: torch.device
-    ) -> None:
-        hidden = h[0].shape[1]
-        self.hidden = hidden
-        self.w0 = layers[0].w_hh_t.to(torch.bfloat16)
-        # w[l] = [W_ih; W_hh] of layer l >= 1 (w[0] is unused: layer 0 has w0 and the addend).
-        self.w = [self.w0] + [
-            torch.cat((w.w_ih_t, w.w_hh_t)).to(torch.bfloat16).contiguous() for w in layers[1:]
-        ]
-        # x[l] = [h_{l-1} | h_l] in bf16 for l >= 1; x[0] holds h_0 alone when there is one layer.
-        n = h[0].shape[0]
-        self.x: list[torch.Tensor] = []
-        for layer in range(len(layers)):
-            if layer == 0:
-                self.x.append(h[0].to(torch.bfloat16) if len(layers) == 1 else torch.empty(0))
-            else:
-                self.x.append(torch.cat((h[layer - 1], h[layer]), dim=1).to(torch.bfloat16))
-        self.n = n
-        self.out16 = torch.empty(most, 4 * hidden, dtype=torch.bfloat16, device=device)
-        self.add = torch.empty(most, 4 * hidden, device=device)
-        self.scratch = torch.empty(4 * hidden, device=device)
-        self.num_layers = len(layers)
-
-    def _h16(self, layer: int) -> tuple[torch.Tensor, int]:
-        """Where layer ``layer``'s bf16 h lives: (buffer view of its columns, row stride)."""
-        hd = self.hidden
-        if layer + 1 < self.num_layers:
-            return self.x[layer + 1][:, :hd], 2 * hd
-        if layer == 0:
-            return self.x[0], hd
-        return self.x[layer][:, hd:], 2 * hd
-
-    def _cell(
-        self,
-        kernel: LstmKernel,
-        t: int,
-        extra: Extra,
-        c: torch.Tensor,
-        h: torch.Tensor,
-        h16: torch.Tensor,
-        h16_stride: int,
-    ) -> None:
-        hd = self.hidden
-        kernel.bf16(
-            t,
-            hd,
-            self.out16.data_ptr(),
-            4 * hd,
-            ctypes.byref(extra),
-            c.data_ptr(),
-            hd,
-            h.data_ptr(),
-            hd,
-            h16.data_ptr(),
-            h16_stride,
-            self.scratch.data_ptr(),
-        )
-
-    def layer0(
-        self,
-        kernel: LstmKernel,
-        extra: Extra,
-        fixed: torch.Tensor,
-        series: torch.Tensor,
-        lag_in: torch.Tensor | None,
-        w_lag: torch.Tensor,
-        r0: int,
-        r1: int,
-        c: torch.Tensor,
-        h: torch.Tensor,
-    ) -> None:
-        """Layer 0 on rows r0:r1: bf16 recurrent GEMM, fp32 addend of fixed gates and lags
-        (gathered per row here: the lags' fp32 GEMM must not round through bf16). ``extra``
-        supplies the head when layer 0 is the last layer."""
-        t = r1 - r0
-        src, _ = self._h16(0)
-        torch.mm(src[r0:r1], self.w0, out=self.out16[:t])
-        add = self.add[:t]
-        torch.index_select(fixed, 0, series, out=add)
-        if lag_in is not None:
-            add.addmm_(lag_in, w_lag)
-        own = Extra.from_buffer_copy(extra)
-        own.add, own.add_stride = add.data_ptr(), 4 * self.hidden
-        dst, stride = self._h16(0)
-        self._cell(kernel, t, own, c[r0:r1], h[r0:r1], dst[r0:r1], stride)
-
-    def upper(
-        self,
-        kernel: LstmKernel,
-        layer: int,
-        extra: Extra,
-        r0: int,
-        r1: int,
-        c: torch.Tensor,
-        h: torch.Tensor,
-    ) -> None:
-        t = r1 - r0
-        torch.mm(self.x[layer][r0:r1], self.w[layer], out=self.out16[:t])
-        dst, stride = self._h16(layer)
-        self._cell(kernel, t, extra, c[r0:r1], h[r0:r1], dst[r0:r1], stride)
-        if layer + 1 < self.num_layers:  # this layer's h is also the recurrent half of x[layer]
-            self.x[layer][r0:r1, self.hidden :].copy_(dst[r0:r1])
 
 
 def _fixed_gates(
