@@ -172,13 +172,14 @@ def sample_paths(
 
     params, scale, (h0, c0), static = model(past_target, past_observed, covariates, cat)
     rows_scale = scale.repeat_interleave(s, dim=0).squeeze(1)  # (B*S,)
-    samples = torch.empty(n, p, dtype=past_target.dtype, device=device)
+    # Step-major (P, N): a step writes contiguous rows, and lags gather whole rows.
+    samples = torch.empty(p, n, dtype=past_target.dtype, device=device)
     scaled = torch.empty_like(samples)  # draws / scale: what later steps read as lags
     first = lik.sample(params[:, -1].repeat_interleave(s, dim=0), rows_scale, generator)
-    samples[:, 0] = first
-    scaled[:, 0] = first / rows_scale
+    samples[0] = first
+    scaled[0] = first / rows_scale
     if p == 1:
-        return samples.view(b, s, p)
+        return samples.t().contiguous().view(b, s, p)
     state = _State(
         h=[x.repeat_interleave(s, dim=0) for x in h0.unbind(0)],  # layer -> (B*S, H)
         c=[x.repeat_interleave(s, dim=0) for x in c0.unbind(0)],
@@ -211,7 +212,7 @@ def sample_paths(
             resolved,
             lambda raw, k: _draw(model, state, raw, k, generator),
         )
-    return samples.view(b, s, p)
+    return samples.t().contiguous().view(b, s, p)
 
 
 @dataclass
@@ -220,13 +221,13 @@ class _State:
 
     h: list[torch.Tensor]
     c: list[torch.Tensor]
-    samples: torch.Tensor  # (N, P) draws in target units
-    scaled: torch.Tensor  # (N, P) draws / scale: what later steps read as lags
+    samples: torch.Tensor  # (P, N) draws in target units
+    scaled: torch.Tensor  # (P, N) draws / scale: what later steps read as lags
     rows_scale: torch.Tensor  # (N,)
 
 
 def _sampled_cols(model: DeepAR) -> list[torch.Tensor]:
-    """Step k reads sampled values for the lags l <= k: columns ``k - l`` of ``scaled``."""
+    """Step k reads sampled values for the lags l <= k: rows ``k - l`` of ``scaled``."""
     spec = model.spec
     cols = [model.lags[: bisect.bisect_right(spec.lags, k)] for k in range(spec.prediction_length)]
     return [k - c for k, c in enumerate(cols)]
@@ -239,8 +240,8 @@ def _draw(
     in row order: the generator's unit of work is the chunk, never the tile)."""
     lik = model.likelihood
     draw = lik.sample(lik.domain_map(raw), state.rows_scale, gen)
-    state.samples[:, k] = draw
-    state.scaled[:, k] = draw / state.rows_scale
+    state.samples[k] = draw
+    state.scaled[k] = draw / state.rows_scale
 
 
 def _steps_torch(
@@ -274,7 +275,9 @@ def _steps_torch(
         gates.view(b, s, -1).add_(fixed_gates[:, k - 1, None, :])
         m = len(sampled_cols[k])
         if m:
-            gates.addmm_(state.scaled[:, sampled_cols[k]], w_lag_t[:m])  # (B*S, m) @ (m, 4H)
+            # (B*S, m) @ (m, 4H), the lags made contiguous as before the step-major layout
+            lagged = state.scaled[sampled_cols[k]].t().contiguous()
+            gates.addmm_(lagged, w_lag_t[:m])
         _cell(gates, c[0], h[0], tmp)
         for layer in range(1, spec.num_layers):
             w = layers[layer]
