@@ -1,7 +1,5 @@
 """``python -m batchcast``."""
 
-import sys
+from batchcast.cli import run
 
-from batchcast.cli import main
-
-sys.exit(main())
+run()
