@@ -18,15 +18,15 @@
 
 /* exp(x) for x in [-40, 40] (clamped outside: enough for sigmoid and tanh, whose results
  * are then exact to float or far below a cell's ~1e-7 absolute error), as 2^t, t = x log2(e):
- * n = rint(t), 2^(t - n) by a degree-6 minimax polynomial on [-1/2, 1/2], 2^n by exponent
- * bits. Branch-free so the loops vectorise. Measured on 1,600 rows x 40 cells (Zen 4): 13%
- * faster than Cephes' expf with Cody-Waite reduction, with a smaller maximum error in c and h
- * (2.5e-7 against 2.8e-7 absolute, against double precision). */
+ * n = floor(t + 1/2) (not rint, which would read the rounding mode), 2^(t - n) by a degree-6
+ * minimax polynomial on [-1/2, 1/2], 2^n by exponent bits. Branch-free so the loops vectorise.
+ * Measured on 1,600 rows x 40 cells (Zen 4): 17% faster than Cephes' expf with Cody-Waite
+ * reduction, the same maximum error in c and h (2.8e-7 absolute, against double precision). */
 static inline float bc_exp(float x) {
     x = x < -40.0f ? -40.0f : x;
     x = x > 40.0f ? 40.0f : x;
     float t = x * 1.44269504088896341f;
-    float n = __builtin_rintf(t);
+    float n = __builtin_floorf(t + 0.5f);
     float f = t - n;
     float p = 1.5353362e-4f;
     p = p * f + 1.3398874e-3f;
