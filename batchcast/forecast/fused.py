@@ -125,7 +125,7 @@ def run_steps(
     ranges = tiles(padded, tile_rows)
     gates = torch.empty(max(r1 - r0 for r0, r1 in ranges), 4 * hidden, device=device)
     plan = [_tile(r0, r1, gates, row_series, lags, h, c, head, raw_t) for r0, r1 in ranges]
-    bf = _Bf16(layers, h, gates.shape[0], device) if precision == "bf16" else None
+    bf = _Bf16(layers, h, gates.shape[0], plan, device) if precision == "bf16" else None
     w_lag_t = layers[0].w_ih_t
     for k in range(1, len(chunk.sampled_cols)):
         cols = chunk.sampled_cols[k]
@@ -213,6 +213,7 @@ class _Bf16:
         layers: Sequence[LayerWeights],
         h: list[torch.Tensor],
         most: int,
+        plan: Sequence[_Tile],
         device: torch.device,
     ) -> None:
         hidden = h[0].shape[1]
@@ -233,7 +234,15 @@ class _Bf16:
         self.add = torch.empty(most, 4 * hidden, device=device)
         self.scratch = torch.empty(4 * hidden, device=device)
         self.num_layers = len(layers)
-        self.biases = [Extra(add=w.bias.data_ptr(), add_stride=0) for w in layers]
+        # Each layer's kernel extras per tile, built once like the fp32 path's arguments:
+        # layer 0 adds the gathered fixed gates and lags (always at ``self.add``), layers
+        # above their bias; the last layer also computes the head at the tile's rows.
+        addends = [Extra(add=self.add.data_ptr(), add_stride=4 * hidden)]
+        addends += [Extra(add=w.bias.data_ptr(), add_stride=0) for w in layers[1:]]
+        self.extras = {
+            tile.r0: [self._with_head(layer, tile, addends[layer]) for layer in range(len(layers))]
+            for tile in plan
+        }
 
     def _h16(self, layer: int) -> tuple[torch.Tensor, int]:
         """Where layer ``layer``'s bf16 h lives: (buffer view of its columns, row stride)."""
@@ -274,11 +283,11 @@ class _Bf16:
         torch.index_select(fixed, 0, tile.series, out=add)
         if m:
             add.addmm_(tile.lags[:m].t(), w_lag)
-        layer0 = Extra(add=add.data_ptr(), add_stride=4 * self.hidden)
-        self._cell(kernel, tile, 0, self._with_head(0, tile, layer0))
+        extras = self.extras[r0]
+        self._cell(kernel, tile, 0, extras[0])
         for layer in range(1, self.num_layers):
             torch.mm(self.x[layer][r0:r1], self.w[layer], out=self.out16[:t])
-            self._cell(kernel, tile, layer, self._with_head(layer, tile, self.biases[layer]))
+            self._cell(kernel, tile, layer, extras[layer])
             if layer + 1 < self.num_layers:  # its h is also the recurrent half of x[layer]
                 dst, _ = self._h16(layer)
                 self.x[layer][r0:r1, self.hidden :].copy_(dst[r0:r1])
