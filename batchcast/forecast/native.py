@@ -32,11 +32,12 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Extra", "LstmKernel", "cache_dir", "lstm_kernel"]
+__all__ = ["Extra", "LstmKernel", "cache_dir", "lstm_kernel", "write_beside"]
 
 _LOG = logging.getLogger(__name__)
 _SOURCE = Path(__file__).with_name("_lstm_cell.c")
@@ -102,6 +103,25 @@ def cache_dir() -> Path:
     return Path(base) / "batchcast"
 
 
+def write_beside(target: Path, write: Callable[[str], object]) -> None:
+    """Make ``target`` by ``write(tmp)`` on a temporary name beside it, then rename it into
+    place: a concurrent process (another worker sharing the cache) never reads a half-written
+    file, and the temporary never stays behind, whatever ``write`` raises.
+
+    Raises:
+        OSError: or whatever ``write`` raises.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=target.name, suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def _cpu_identity() -> str:
     """The CPU's model name and feature flags (what ``-march=native`` compiles for)."""
     try:
@@ -146,11 +166,8 @@ def _build(compiler: str, extra: tuple[str, ...] = ()) -> Path:
     target = cache_dir() / f"lstm_cell-{key}.so"
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Build beside the target and rename: concurrent workers never load a half-written file.
-    fd, tmp = tempfile.mkstemp(prefix=target.name, suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
+
+    def compile_to(tmp: str) -> None:
         result = subprocess.run(
             [compiler, *flags, "-o", tmp, str(_SOURCE)],
             capture_output=True,
@@ -160,10 +177,8 @@ def _build(compiler: str, extra: tuple[str, ...] = ()) -> Path:
         )
         if result.returncode != 0:
             raise OSError(f"{compiler} failed: {result.stderr.strip()[:500]}")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    write_beside(target, compile_to)
     return target
 
 

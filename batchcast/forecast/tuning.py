@@ -24,7 +24,6 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -159,7 +158,8 @@ def synthetic_inputs(
 
 
 def tile_rows_for(model: DeepAR, precision: str, device: torch.device) -> int | None:
-    """The tile for ``model`` on this CPU, timed once per process and network shape; None
+    """The tile for ``model`` on this CPU, timed once per machine and network (remembered on
+    disk, then looked up once per process: :func:`_remembered_or_timed`); None
     where tiles do not apply or are not timed (the sampler then uses the rule): not a CPU, no
     fused kernel, or bf16 (its tiles are left to the rule). ``BATCHCAST_TILE_ROWS`` set to
     ``rule`` skips the timing, set to a number forces that many rows: for measuring, as
@@ -173,7 +173,8 @@ def tile_rows_for(model: DeepAR, precision: str, device: torch.device) -> int | 
     # Imported here: the sampler imports this module for its rule.
     from batchcast.forecast.native import lstm_kernel
 
-    if device.type != "cpu" or precision != "fp32" or lstm_kernel() is None:
+    kernel = lstm_kernel() if device.type == "cpu" else None
+    if kernel is None or precision != "fp32":
         return None
     forced = os.environ.get(TILE_ROWS_ENV, "").strip().lower()
     if forced == "rule":
@@ -189,22 +190,20 @@ def tile_rows_for(model: DeepAR, precision: str, device: torch.device) -> int | 
     key = (spec, precision, torch.get_num_threads())
     with _calibrating:  # threads of one process share one timing, taken without contention
         if key not in _calibrated:
-            _calibrated[key] = _remembered_or_timed(model, precision, device)
+            _calibrated[key] = _remembered_or_timed(model, precision, device, kernel.path.name)
         return _calibrated[key]
 
 
-def _remembered_or_timed(model: DeepAR, precision: str, device: torch.device) -> int:
+def _remembered_or_timed(model: DeepAR, precision: str, device: torch.device, build: str) -> int:
     """The tile this machine measured for this network before (from the disk cache), or a
     fresh timing, then remembered. The cache key holds everything the timing depends on: the
-    network, the thread count, torch's version and the fused cell's build (whose name holds
-    the CPU's model, flags and compiler); a change in any of them times again."""
-    from batchcast.forecast.native import cache_dir, lstm_kernel
+    network, the thread count, torch's version and the fused cell's ``build`` (its file name,
+    which holds the CPU's model, flags and compiler); a change in any of them times again."""
+    from batchcast.forecast.native import cache_dir
     from batchcast.forecast.sampling import sample_paths
 
-    kernel = lstm_kernel()
-    assert kernel is not None
     spec = model.spec
-    identity = repr((spec, precision, torch.get_num_threads(), torch.__version__, kernel.path.name))
+    identity = repr((spec, precision, torch.get_num_threads(), torch.__version__, build))
     entry = hashlib.sha256(identity.encode()).hexdigest()[:24]
     path = cache_dir() / "tiles" / f"{entry}.json"
     remembered = _read_tile(path)
@@ -239,14 +238,11 @@ def _read_tile(path: Path) -> int | None:
 
 
 def _write_tile(path: Path, rows: int, seconds: dict[int, float]) -> None:
-    """Remember a timing (best effort: a read-only cache only costs the next process 0.2 s).
-    Written beside its name and renamed, so a concurrent reader never sees half a file."""
-    record = {"tile_rows": rows, "seconds": {str(k): v for k, v in seconds.items()}}
+    """Remember a timing (best effort: a read-only cache only costs the next process 0.2 s)."""
+    from batchcast.forecast.native import write_beside
+
+    record = json.dumps({"tile_rows": rows, "seconds": {str(k): v for k, v in seconds.items()}})
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w") as out:
-            json.dump(record, out)
-        os.replace(tmp, path)
+        write_beside(path, lambda tmp: Path(tmp).write_text(record))
     except OSError:
         return
