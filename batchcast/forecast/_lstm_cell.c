@@ -84,6 +84,7 @@ typedef struct {
 /* dot(a, b) over n, in a fixed order: BC_LANES independent partial sums (which vectorise
  * without reassociating anything), then a fixed tree, then the tail. */
 #define BC_LANES 8
+_Static_assert(BC_LANES == 8, "bc_dot's tree sums exactly 8 lanes");
 static inline float bc_dot(const float *restrict a, const float *restrict b, int64_t n) {
     float lane[BC_LANES] = {0};
     int64_t j = 0;
