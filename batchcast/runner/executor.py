@@ -8,13 +8,14 @@ problem). This module never imports Ray, so a job that runs locally never pays f
 
 **Why a local executor.** On one machine Ray costs a fixed 5-10 s (``ray.init``, worker
 processes importing torch, teardown: measured in ``benchmarks/startup.py``), which is most of
-a small job. :class:`LocalPool` runs the same :class:`ShardProcessor` in threads of this
-process: torch and the fused cell release the GIL for the GEMMs and the cell, and the rest
-(JSON decode, the draws' bookkeeping) is a few percent of a shard. Output bytes are the same
-as on Ray, because each shard's randomness derives from (seed, file, shard) alone
-(:func:`~batchcast.runner.processor.shard_seed`) and the sampler's bytes never depend on
-scheduling. What local gives up is process isolation: a crash ends the job (``--resume``
-continues it), where a Ray worker would be restarted. So large jobs keep Ray.
+a small job. Locally the same :class:`ShardProcessor` runs in processes forked from this one
+(:mod:`batchcast.runner.processes`: one core each, a dead child replaced as Ray would) or,
+where forking is not safe, in :class:`LocalPool`'s threads: torch and the fused cell release
+the GIL for the GEMMs and the cell, and the Python between them costs two threads ~17%.
+Output bytes are the same as on Ray, because each shard's randomness derives from (seed,
+file, shard) alone (:func:`~batchcast.runner.processor.shard_seed`) and the sampler's bytes
+never depend on scheduling. What threads give up is process isolation: a crash ends the job
+(``--resume`` continues it).
 
 A thread cannot be killed: a shard past its deadline (a frozen S3 read) fails the job, and
 its thread is abandoned, still blocked. The threads are daemons, so the process exits
@@ -275,12 +276,24 @@ class LocalPool:
 
 def start_local_pool(
     job: TransformJob, options: WorkerOptions, *, shards: int, phase: Callable[[str], None]
-) -> tuple[LocalPool, dict[str, Any], dict[str, float]]:
-    """The local twin of :func:`batchcast.runner.pool.start_ray_pool`: the pool, the summary's
-    description of where it ran, and the seconds taken (``workers_ready``)."""
+) -> tuple[Executor, dict[str, Any], dict[str, float]]:
+    """The local twin of :func:`batchcast.runner.pool.start_ray_pool`: the pool (forked
+    processes where :func:`~batchcast.runner.processes.use_processes` allows, else threads),
+    the summary's description of where it ran, and the seconds taken (``workers_ready``)."""
+    # Imported here: processes.py builds on this module's Task and Outcome.
+    from batchcast.runner.processes import ProcessPool, use_processes
+
     size = local_workers(job, shards=shards)
     phase(f"starting {size} worker(s)")
     started = time.perf_counter()
-    pool = LocalPool(job.model, options, size=size)
+    forked = use_processes()
+    pool: Executor = (ProcessPool if forked else LocalPool)(job.model, options, size=size)
     seconds = {"workers_ready": time.perf_counter() - started}
-    return pool, {"executor": "local", "nodes": 1, "cpus": float(size), "gpus": 0.0}, seconds
+    cluster = {
+        "executor": "local",
+        "workers": "processes" if forked else "threads",
+        "nodes": 1,
+        "cpus": float(size),
+        "gpus": 0.0,
+    }
+    return pool, cluster, seconds
