@@ -25,7 +25,7 @@ from batchcast.errors import ShardError
 from batchcast.forecast.config import InferenceConfig
 from batchcast.io.join import Join
 from batchcast.io.shards import Shard
-from batchcast.runner.executor import Outcome
+from batchcast.runner.executor import Outcome, Task
 from batchcast.runner.processes import POOL_ENV, ProcessPool, use_processes
 from batchcast.runner.processor import ShardProcessor, ShardResult, WorkerOptions
 from batchcast.synthetic import synthetic_records, write_jsonl
@@ -57,7 +57,7 @@ def _whole_file(path: Path) -> Shard:
     return Shard(file_index=0, uri=str(path), start=0, end=size, index=0, count=1, compressed=False)
 
 
-def _result(pool: ProcessPool, timeout: float = 60.0) -> tuple[object, ShardResult | Outcome]:
+def _result(pool: ProcessPool, timeout: float = 60.0) -> tuple[Task, ShardResult | Outcome]:
     done = pool.wait(timeout)
     assert done is not None, "the pool answered nothing in time"
     return done
