@@ -185,6 +185,47 @@ def _run_case(
     }
 
 
+def _run_local_case(
+    model_dir: Path, input_path: Path, out: Path, *, workers: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """``batchcast transform --executor local`` as a fresh process (the command line's own
+    rule forks its workers); the job's clock from its summary, the process's from here."""
+    import subprocess
+
+    import orjson
+
+    if out.exists():
+        shutil.rmtree(out)
+    argv = [sys.executable, "-m", "batchcast", "transform", "--model", str(model_dir)]
+    argv += ["--input", str(input_path), "--output", str(out), "--executor", "local"]
+    argv += ["--workers", str(workers)]
+    if args.shard_mb:
+        argv += ["--shard-mb", str(args.shard_mb)]
+    started = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    process_s = time.perf_counter() - started
+    summary = orjson.loads((out / "_batchcast_summary.json").read_bytes())
+    out_bytes = sum(p.stat().st_size for p in out.glob("*.out"))
+    if not args.keep_outputs:
+        shutil.rmtree(out)
+    timings, counts = summary["timings"], summary["counts"]
+    seconds = timings["total_s"]
+    return {
+        "series": counts["series"],
+        "seconds": seconds,
+        "process_s": process_s,
+        "series_per_s": counts["series"] / seconds,
+        "mb_in_per_s": input_path.stat().st_size / seconds / 1e6,
+        "mb_out_per_s": out_bytes / seconds / 1e6,
+        "first_output_s": timings["first_output_s"],
+        "cluster": summary["cluster"],
+        "worker_restarts": counts["worker_restarts"],
+        "decode_s": timings.get("decode_s"),
+        "sample_s": timings.get("sample_s"),
+        "encode_s": timings.get("encode_s"),
+    }
+
+
 def describe(record: Mapping[str, Any]) -> str:
     """A RESULTS.md cell."""
     if record["case"] == "ray":
@@ -197,8 +238,9 @@ def describe(record: Mapping[str, Any]) -> str:
         f"{record['series_per_s']:.0f} series/s",
         f"{record['mb_in_per_s']:.1f} MB/s in",
         f"first output {record['first_output_s']:.1f}s",
-        f"RSS driver {record['driver_peak_rss_mb']:.0f} MB",
     ]
+    if record.get("driver_peak_rss_mb"):
+        parts.append(f"RSS driver {record['driver_peak_rss_mb']:.0f} MB")
     if record.get("worker_peak_rss_mb"):
         parts.append(f"worker {record['worker_peak_rss_mb']:.0f} MB")
     for key, label in (
@@ -248,6 +290,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     data.add_argument("--dynamic-feat", type=int, default=0, help="dynamic features")
     data.add_argument("--seed", type=int, default=0, help="data and model seed")
     parser.add_argument("--no-baselines", action="store_true", help="batchcast only")
+    parser.add_argument(
+        "--local",
+        action="store_true",
+        help="also run each size with --executor local (its forked worker processes), as a "
+        "`batchcast transform` subprocess once Ray is shut down",
+    )
     add_baseline_flags(parser)
     add_results_flag(parser)
     args = parser.parse_args(argv)
@@ -338,6 +386,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ray.shutdown()
     fields = _ratios(by_case, gluonts, single, sizes, args)
     fields["ray_shutdown_s"] = time.perf_counter() - stopped
+    if args.local:  # after Ray is gone: its daemons would share the cores
+        for n in sizes:
+            out = args.workdir / "out" / f"n{n}-local"
+            result = _run_local_case(models.model_dir, inputs[n], out, workers=most, args=args)
+            if gluonts:
+                result["vs_gluonts_tuned"] = result["series_per_s"] / gluonts["series_per_s"]
+                fields["ratios"][f"size={n} local / gluonts tuned"] = result["vs_gluonts_tuned"]
+            if single:
+                result["vs_single_record"] = result["series_per_s"] / single["series_per_s"]
+            records.append(emit(BENCHMARK, f"size={n} workers={most} local", result))
     records.append(emit(BENCHMARK, "ratios", fields))
     if args.append_results:
         append_results(args.append_results, records, describe)
