@@ -336,9 +336,9 @@ def summarize(
     mean = samples.mean(dim=1) if "mean" in wanted else None
     quantiles = None
     if "quantiles" in wanted:
-        idx = quantile_indices(samples.shape[1], config.quantile_levels)
-        ordered = samples.sort(dim=1).values
-        quantiles = ordered[:, torch.tensor(idx, device=samples.device)]  # (B, Q, P)
+        quantiles = _order_statistics(
+            samples, quantile_indices(samples.shape[1], config.quantile_levels)
+        )
     probabilities = predicted = None
     if config.wants_classes:
         probabilities, predicted = class_probabilities(samples, config, thresholds=thresholds)
@@ -349,6 +349,20 @@ def summarize(
         probabilities=None if probabilities is None else probabilities.cpu().numpy(),
         predicted=None if predicted is None else predicted.cpu().numpy(),
     )
+
+
+def _order_statistics(samples: torch.Tensor, idx: list[int]) -> torch.Tensor:
+    """(B, len(idx), P): the ``idx``-th smallest of each series' paths at each step.
+
+    On the CPU numpy sorts: its SIMD sort of each step's contiguous paths took 0.27 ms for
+    64 x 24 x 100 where torch's sort along the strided path axis took 5.5 ms (~4% of a
+    worker's time). Sorted values are the same whoever sorts them, so the bytes are too.
+    """
+    if samples.device.type != "cpu":
+        return samples.sort(dim=1).values[:, torch.tensor(idx, device=samples.device)]
+    paths = np.ascontiguousarray(samples.numpy().transpose(0, 2, 1))  # (B, P, S)
+    paths.sort(axis=-1)
+    return torch.from_numpy(np.ascontiguousarray(paths[..., idx].transpose(0, 2, 1)))
 
 
 _AGGREGATE = {

@@ -260,6 +260,24 @@ def test_summarize_quantiles_are_order_statistics() -> None:
     assert quantile_indices(100, InferenceConfig().quantile_levels) == list(indices)
 
 
+def test_cpu_quantiles_equal_torchs_sort_with_ties_and_extremes() -> None:
+    # The CPU path sorts with numpy; it must pick the same values as torch's sort would,
+    # ties, infinities and huge magnitudes included, and leave ``samples`` untouched.
+    gen = torch.Generator().manual_seed(3)
+    samples = torch.randn(5, 100, 7, generator=gen) * 1e30
+    samples[:, ::7] = 2.5  # ties
+    samples[1, 3, 2], samples[2, 4, 0] = float("inf"), float("-inf")
+    before = samples.clone()
+    config = InferenceConfig(quantiles=("0.01", "0.1", "0.5", "0.9", "0.99"))
+    result = summarize(samples, config)
+    idx = quantile_indices(100, config.quantile_levels)
+    expected = samples.sort(dim=1).values[:, idx].numpy()
+    assert result.quantiles is not None
+    assert result.quantiles.shape == (5, 5, 7)
+    np.testing.assert_array_equal(result.quantiles, expected)
+    assert torch.equal(samples, before)
+
+
 def test_summarize_rounds_half_to_even() -> None:
     samples, offsets = _known_order_samples(5)
     # (S - 1) q = 4 q: 0.4 -> 0, 1.0 -> 1, 2.5 -> 2 (even), 3.5 -> 4 (even), 3.6 -> 4
