@@ -39,7 +39,6 @@ import os
 import pickle
 import signal
 import sys
-import threading
 import time
 from collections import deque
 from multiprocessing.connection import Connection, wait
@@ -49,26 +48,13 @@ import torch
 
 from batchcast.errors import ShardError
 from batchcast.io.shards import Shard
-from batchcast.runner.executor import Outcome, Task
+from batchcast.runner.executor import POOL_ENV, Outcome, Task, use_processes
 from batchcast.runner.processor import ShardProcessor, ShardResult, WorkerOptions
 
 __all__ = ["POOL_ENV", "ProcessPool", "use_processes"]
 
-POOL_ENV = "BATCHCAST_LOCAL_POOL"
 _PARENT_CHECK_S = 1.0  # how often an idle child checks that its parent is still there
 _CLOSE_GRACE_S = 1.0  # how long close() lets idle children leave before killing them
-
-
-def use_processes() -> bool:
-    """Whether a local job's workers should be forked processes (else threads).
-
-    ``BATCHCAST_LOCAL_POOL`` decides when set; otherwise processes on Linux while this is
-    the process's only thread (see the module docstring).
-    """
-    choice = os.environ.get(POOL_ENV, "").strip().lower()
-    if choice in ("threads", "processes"):
-        return choice == "processes"
-    return sys.platform.startswith("linux") and threading.active_count() == 1
 
 
 class _Child:

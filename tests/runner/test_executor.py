@@ -20,7 +20,7 @@ import torch
 
 from batchcast.api import transform
 from batchcast.errors import ConfigError
-from batchcast.runner.executor import LOCAL_MAX_MB, choose_executor, local_workers
+from batchcast.runner.executor import LOCAL_MAX_MB, POOL_ENV, choose_executor, local_workers
 from batchcast.runner.job import TransformJob
 from batchcast.synthetic import synthetic_records, write_jsonl
 
@@ -46,7 +46,24 @@ def _outputs(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.usefixtures("no_ray_address")
-def test_auto_runs_a_small_cpu_job_locally_and_a_large_one_on_ray() -> None:
+def test_auto_runs_a_large_job_locally_only_on_worker_processes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    large = int(LOCAL_MAX_MB * MB) + 1
+    monkeypatch.setenv(POOL_ENV, "processes")  # isolated like Ray's workers: any size
+    assert choose_executor("auto", gpus_per_worker=0, pipeline="auto", input_bytes=large) == (
+        "local"
+    )
+    assert choose_executor("auto", gpus_per_worker=1, pipeline="auto", input_bytes=1) == "ray"
+    monkeypatch.setenv(POOL_ENV, "threads")
+    assert choose_executor("auto", gpus_per_worker=0, pipeline="auto", input_bytes=large) == "ray"
+
+
+@pytest.mark.usefixtures("no_ray_address")
+def test_auto_runs_a_small_cpu_job_locally_and_a_large_one_on_ray(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(POOL_ENV, "threads")  # the rule for a process that cannot fork
     small, large = int(LOCAL_MAX_MB * MB), int(LOCAL_MAX_MB * MB) + 1
     choose = choose_executor
     assert choose("auto", gpus_per_worker=0, pipeline="auto", input_bytes=small) == "local"
