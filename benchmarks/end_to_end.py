@@ -202,7 +202,10 @@ def _run_local_case(
     if args.shard_mb:
         argv += ["--shard-mb", str(args.shard_mb)]
     started = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    driver = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+    peaks = _process_tree_peaks(driver, args.rss_interval)
+    if driver.returncode:
+        raise RuntimeError(f"{input_path}: batchcast transform exited {driver.returncode}")
     process_s = time.perf_counter() - started
     summary = orjson.loads((out / "_batchcast_summary.json").read_bytes())
     out_bytes = sum(p.stat().st_size for p in out.glob("*.out"))
@@ -219,11 +222,32 @@ def _run_local_case(
         "mb_out_per_s": out_bytes / seconds / 1e6,
         "first_output_s": timings["first_output_s"],
         "cluster": summary["cluster"],
+        "driver_peak_rss_mb": peaks.pop(driver.pid, None),
+        "worker_peak_rss_mb": max(peaks.values(), default=None),
+        "worker_processes_seen": len(peaks),
         "worker_restarts": counts["worker_restarts"],
         "decode_s": timings.get("decode_s"),
         "sample_s": timings.get("sample_s"),
         "encode_s": timings.get("encode_s"),
     }
+
+
+def _process_tree_peaks(process: Any, interval: float) -> dict[int, float]:
+    """Waits for ``process``; the VmHWM (MiB) of it and of its children, read every
+    ``interval`` seconds (a child's growth in its last interval can be missed)."""
+    peaks: dict[int, float] = {}
+    while process.poll() is None:
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+        try:
+            pids = [process.pid, *map(int, children.read_text().split())]
+        except OSError:
+            pids = [process.pid]
+        for pid in pids:
+            peak = peak_rss_mb(pid)
+            if peak is not None:
+                peaks[pid] = max(peak, peaks.get(pid, 0.0))
+        time.sleep(interval)
+    return peaks
 
 
 def describe(record: Mapping[str, Any]) -> str:
