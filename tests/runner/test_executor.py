@@ -22,18 +22,8 @@ from batchcast.api import transform
 from batchcast.errors import ConfigError
 from batchcast.runner.executor import LOCAL_MAX_MB, POOL_ENV, choose_executor, local_workers
 from batchcast.runner.job import TransformJob
-from batchcast.synthetic import synthetic_records, write_jsonl
 
 MB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two files, each cut into several shards by ``shard_mb=0.01``."""
-    folder = tmp_path_factory.mktemp("in")
-    write_jsonl(folder / "a.jsonl", synthetic_records(300, freq="H", length=(20, 50), seed=2))
-    write_jsonl(folder / "b.jsonl", synthetic_records(200, freq="H", length=(20, 50), seed=3))
-    return folder
 
 
 @pytest.fixture

@@ -35,14 +35,6 @@ OPTIONS = WorkerOptions(
 )
 
 
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("in")
-    write_jsonl(folder / "a.jsonl", synthetic_records(300, freq="H", length=(20, 50), seed=2))
-    write_jsonl(folder / "b.jsonl", synthetic_records(200, freq="H", length=(20, 50), seed=3))
-    return folder
-
-
 @pytest.fixture(autouse=True)
 def local_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
