@@ -113,6 +113,11 @@ class Outcome:
     died: bool = False
     error: BaseException | None = None
 
+    @classmethod
+    def raised(cls, err: BaseException) -> Outcome:
+        """A local worker's exception: the shard is the problem, not the worker."""
+        return cls(lost=False, cause=err, message=f"{type(err).__name__}: {err}")
+
 
 class Executor(Protocol):
     """What the driver needs of a pool of model workers."""
@@ -283,7 +288,7 @@ class LocalPool:
         err = future.exception()
         if err is None:
             return task, future.result()
-        return task, Outcome(lost=False, cause=err, message=f"{type(err).__name__}: {err}")
+        return task, Outcome.raised(err)
 
     def died(self, task: Task) -> bool:
         """Threads do not die on their own: a crash ends the whole process."""
@@ -301,7 +306,7 @@ def start_local_pool(
     job: TransformJob, options: WorkerOptions, *, shards: int, phase: Callable[[str], None]
 ) -> tuple[Executor, dict[str, Any], dict[str, float]]:
     """The local twin of :func:`batchcast.runner.pool.start_ray_pool`: the pool (forked
-    processes where :func:`~batchcast.runner.processes.use_processes` allows, else threads),
+    processes where :func:`use_processes` allows, else threads),
     the summary's description of where it ran, and the seconds taken (``workers_ready``)."""
     # Imported here: processes.py builds on this module's Task and Outcome.
     from batchcast.runner.processes import ProcessPool

@@ -16,9 +16,9 @@ imported torch: it is ready in milliseconds, where a spawned one would import to
   team. The parent loads the model with one thread too.
 * *Locks held by other threads.* Only the forking thread is copied; a lock another thread
   held at that moment stays locked in the child. So processes are used only while this is
-  the process's only thread (:func:`use_processes`), as the CLI is; a library caller with
-  threads of its own gets worker threads instead. Both give the same bytes: each shard's
-  randomness derives from (seed, file, shard) alone.
+  the process's only thread (:func:`~batchcast.runner.executor.use_processes`), as the CLI
+  is; a library caller with threads of its own gets worker threads instead. Both give the
+  same bytes: each shard's randomness derives from (seed, file, shard) alone.
 
 Only Linux forks (macOS's system libraries are not fork-safe, and Python spawns there).
 ``BATCHCAST_LOCAL_POOL`` = ``threads`` or ``processes`` overrides the rule (a speed knob;
@@ -48,10 +48,10 @@ import torch
 
 from batchcast.errors import ShardError
 from batchcast.io.shards import Shard
-from batchcast.runner.executor import POOL_ENV, Outcome, Task, use_processes
+from batchcast.runner.executor import Outcome, Task
 from batchcast.runner.processor import ShardProcessor, ShardResult, WorkerOptions
 
-__all__ = ["POOL_ENV", "ProcessPool", "use_processes"]
+__all__ = ["ProcessPool"]
 
 _PARENT_CHECK_S = 1.0  # how often an idle child checks that its parent is still there
 _CLOSE_GRACE_S = 1.0  # how long close() lets idle children leave before killing them
@@ -152,14 +152,15 @@ class ProcessPool:
         busy = [c for c in self._children if c.alive and c.tasks]
         if not busy:
             return
-        pipes = {c.conn: c for c in busy}
-        deaths = {c.process.sentinel: c for c in busy}
-        for ready in wait([*pipes, *deaths], timeout):
-            child = pipes.get(ready) or deaths[ready]  # type: ignore[call-overload]
+        # Each child's pipe (an answer) and its process's sentinel (an int: its exit).
+        watched: dict[Any, _Child] = {c.conn: c for c in busy}
+        watched.update({c.process.sentinel: c for c in busy})
+        for ready in wait(list(watched), timeout):
+            child = watched[ready]
             if child.alive:
                 # A ready sentinel means the process is exiting: its descriptors close before
                 # the kernel lets it be reaped, so is_alive() may still say True for a moment.
-                self._drain(child, ended=ready in deaths)
+                self._drain(child, ended=isinstance(ready, int))
 
     def _drain(self, child: _Child, *, ended: bool) -> None:
         """Take every answer the child has sent; if its process has ended, its other shards
@@ -188,11 +189,7 @@ class ProcessPool:
         if child.tasks:  # its next shard starts now: the deadline counts from here
             self.in_flight[child.tasks[0]].started = time.monotonic()
         task = self.in_flight.pop(key)
-        if ok:
-            self._ready.append((task, value))
-            return
-        outcome = Outcome(lost=False, cause=value, message=f"{type(value).__name__}: {value}")
-        self._ready.append((task, outcome))
+        self._ready.append((task, value if ok else Outcome.raised(value)))
 
     def died(self, task: Task) -> bool:
         """True for the first report of a child's death (its replacement is already forked)."""

@@ -25,8 +25,8 @@ from batchcast.errors import ShardError
 from batchcast.forecast.config import InferenceConfig
 from batchcast.io.join import Join
 from batchcast.io.shards import Shard
-from batchcast.runner.executor import Outcome, Task
-from batchcast.runner.processes import POOL_ENV, ProcessPool, use_processes
+from batchcast.runner.executor import POOL_ENV, Outcome, Task, use_processes
+from batchcast.runner.processes import ProcessPool
 from batchcast.runner.processor import ShardProcessor, ShardResult, WorkerOptions
 from batchcast.synthetic import synthetic_records, write_jsonl
 
