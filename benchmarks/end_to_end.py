@@ -159,13 +159,35 @@ def _run_case(
     driver_peak = peak_rss_mb()
     if not summary.ok:
         raise RuntimeError(f"{input_path}: transform {summary.status}: {summary.errors[:3]}")
+    worker_peaks = sorted(peaks.peaks.values())
+    return _measures(
+        summary.counts,
+        summary.timings,
+        input_path,
+        out,
+        args,
+        driver_peak_rss_mb=driver_peak,
+        worker_peak_rss_mb=worker_peaks[-1] if worker_peaks else None,
+        workers_peak_rss_mb_sum=sum(worker_peaks) if worker_peaks else None,
+        worker_processes_seen=len(worker_peaks),
+    )
+
+
+def _measures(
+    counts: Mapping[str, Any],
+    timings: Mapping[str, Any],
+    input_path: Path,
+    out: Path,
+    args: argparse.Namespace,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A finished job's rates and times from its summary's counts and timings (its ``.out``
+    files are then deleted unless ``--keep-outputs``), with ``extra`` fields after them."""
     out_bytes = sum(p.stat().st_size for p in out.glob("*.out"))
     if not args.keep_outputs:
         shutil.rmtree(out)
-    timings, counts = summary.timings, summary.counts
     seconds = timings["total_s"]
     assert seconds is not None  # a finished job has a total
-    worker_peaks = sorted(peaks.peaks.values())
     return {
         "series": counts["series"],
         "seconds": seconds,
@@ -173,10 +195,7 @@ def _run_case(
         "mb_in_per_s": input_path.stat().st_size / seconds / 1e6,
         "mb_out_per_s": out_bytes / seconds / 1e6,
         "first_output_s": timings["first_output_s"],
-        "driver_peak_rss_mb": driver_peak,
-        "worker_peak_rss_mb": worker_peaks[-1] if worker_peaks else None,
-        "workers_peak_rss_mb_sum": sum(worker_peaks) if worker_peaks else None,
-        "worker_processes_seen": len(worker_peaks),
+        **extra,
         "worker_restarts": counts["worker_restarts"],
         # Summed over shards (all workers): where the workers' time went.
         "decode_s": timings.get("decode_s"),
@@ -208,28 +227,19 @@ def _run_local_case(
         raise RuntimeError(f"{input_path}: batchcast transform exited {driver.returncode}")
     process_s = time.perf_counter() - started
     summary = orjson.loads((out / "_batchcast_summary.json").read_bytes())
-    out_bytes = sum(p.stat().st_size for p in out.glob("*.out"))
-    if not args.keep_outputs:
-        shutil.rmtree(out)
-    timings, counts = summary["timings"], summary["counts"]
-    seconds = timings["total_s"]
-    return {
-        "series": counts["series"],
-        "seconds": seconds,
-        "process_s": process_s,
-        "series_per_s": counts["series"] / seconds,
-        "mb_in_per_s": input_path.stat().st_size / seconds / 1e6,
-        "mb_out_per_s": out_bytes / seconds / 1e6,
-        "first_output_s": timings["first_output_s"],
-        "cluster": summary["cluster"],
-        "driver_peak_rss_mb": peaks.pop(driver.pid, None),
-        "worker_peak_rss_mb": max(peaks.values(), default=None),
-        "worker_processes_seen": len(peaks),
-        "worker_restarts": counts["worker_restarts"],
-        "decode_s": timings.get("decode_s"),
-        "sample_s": timings.get("sample_s"),
-        "encode_s": timings.get("encode_s"),
-    }
+    driver_peak = peaks.pop(driver.pid, None)
+    return _measures(
+        summary["counts"],
+        summary["timings"],
+        input_path,
+        out,
+        args,
+        process_s=process_s,
+        cluster=summary["cluster"],
+        driver_peak_rss_mb=driver_peak,
+        worker_peak_rss_mb=max(peaks.values(), default=None),
+        worker_processes_seen=len(peaks),
+    )
 
 
 def _process_tree_peaks(process: Any, interval: float) -> dict[int, float]:
