@@ -16,6 +16,21 @@
 #include <stdint.h>
 #include <string.h>
 
+/* x clamped to [-40, 40] by its magnitude bits: an unsigned min, which every vector unit has
+ * (NaN's bits exceed 40's, so NaN becomes +-40: finite, as every other gate). A float ternary
+ * would let the compiler fold exp of the clamped constant at compile time, in another
+ * rounding than the code computes at run time (1 ulp apart, measured with gcc 12), so that
+ * its builds differ from one another at the clamps. */
+static inline float bc_clamp40(float x) {
+    uint32_t u, limit = 0x42200000u; /* 40.0f */
+    memcpy(&u, &x, sizeof u);
+    uint32_t magnitude = u & 0x7FFFFFFFu;
+    magnitude = magnitude < limit ? magnitude : limit;
+    u = (u & 0x80000000u) | magnitude;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
 /* exp(x) for x in [-40, 40] (clamped outside: enough for sigmoid and tanh, whose results
  * are then exact to float or far below a cell's ~1e-7 absolute error), as 2^t, t = x log2(e):
  * n = floor(t + 1/2) (not rint, which would read the rounding mode), 2^(t - n) by a degree-6
@@ -23,8 +38,7 @@
  * Measured on 1,600 rows x 40 cells (Zen 4): 17% faster than Cephes' expf with Cody-Waite
  * reduction, the same maximum error in c and h (2.8e-7 absolute, against double precision). */
 static inline float bc_exp(float x) {
-    x = x < -40.0f ? -40.0f : x;
-    x = x > 40.0f ? 40.0f : x;
+    x = bc_clamp40(x);
     float t = x * 1.44269504088896341f;
     float n = __builtin_floorf(t + 0.5f);
     float f = t - n;
@@ -95,19 +109,25 @@ static inline float bc_dot(const float *restrict a, const float *restrict b, int
     return sum;
 }
 
-/* One row: pre-activations g4 (4H, i f g o) -> c (H, in place), h (H, fp32), and hb (H,
- * bf16) when not NULL (written in a second pass over the row, still in L1). */
+/* Rows whose cells run before their heads: a head that reads h right after its row's
+ * vector stores waits on them (measured on Zen 4: a call with the head 8% faster in blocks);
+ * 16 rows of h stay in L1. */
+#define BC_BLOCK 16
+
+/* One row: pre-activations g4 (4H, i f g o) -> c (H, in place) and h (H). */
 static inline void bc_row(int64_t hidden, const float *restrict g4, float *restrict c,
-                          float *restrict h, uint16_t *restrict hb) {
+                          float *restrict h) {
     const float *gi = g4, *gf = g4 + hidden, *gg = g4 + 2 * hidden, *go = g4 + 3 * hidden;
     for (int64_t j = 0; j < hidden; ++j) {
         float cj = bc_sigmoid(gf[j]) * c[j] + bc_sigmoid(gi[j]) * bc_tanh(gg[j]);
         c[j] = cj;
         h[j] = bc_sigmoid(go[j]) * bc_tanh(cj);
     }
-    if (hb) {
-        for (int64_t j = 0; j < hidden; ++j) hb[j] = bc_to_bf16(h[j]);
-    }
+}
+
+/* A bf16 copy of a row's h (what the next bf16 GEMM reads). */
+static inline void bc_row_bf16(int64_t hidden, const float *restrict h, uint16_t *restrict hb) {
+    for (int64_t j = 0; j < hidden; ++j) hb[j] = bc_to_bf16(h[j]);
 }
 
 static inline void bc_head(const bc_extra *x, int64_t hidden, const float *h, int64_t r) {
@@ -121,10 +141,13 @@ static inline void bc_head(const bc_extra *x, int64_t hidden, const float *h, in
 void bc_lstm_cell_f32(int64_t rows, int64_t hidden, const float *gates, int64_t gs,
                       const bc_extra *extra, float *c, int64_t cs, float *h, int64_t hs,
                       uint16_t *hb, int64_t hbs) {
-    for (int64_t r = 0; r < rows; ++r) {
-        float *hr = h + r * hs;
-        bc_row(hidden, gates + r * gs, c + r * cs, hr, hb ? hb + r * hbs : 0);
-        bc_head(extra, hidden, hr, r);
+    for (int64_t r0 = 0; r0 < rows; r0 += BC_BLOCK) {
+        const int64_t n = rows - r0 < BC_BLOCK ? rows - r0 : BC_BLOCK;
+        for (int64_t r = r0; r < r0 + n; ++r) bc_row(hidden, gates + r * gs, c + r * cs, h + r * hs);
+        for (int64_t r = r0; r < r0 + n; ++r) {
+            if (hb) bc_row_bf16(hidden, h + r * hs, hb + r * hbs);
+            bc_head(extra, hidden, h + r * hs, r);
+        }
     }
 }
 
@@ -139,7 +162,8 @@ void bc_lstm_cell_bf16(int64_t rows, int64_t hidden, const uint16_t *gates, int6
         const float *a = extra && extra->add ? extra->add + r * extra->add_stride : 0;
         for (int64_t j = 0; j < width; ++j) scratch[j] = bc_from_bf16(g[j]) + (a ? a[j] : 0.0f);
         float *hr = h + r * hs;
-        bc_row(hidden, scratch, c + r * cs, hr, hb ? hb + r * hbs : 0);
+        bc_row(hidden, scratch, c + r * cs, hr);
+        if (hb) bc_row_bf16(hidden, hr, hb + r * hbs);
         bc_head(extra, hidden, hr, r);
     }
 }
