@@ -161,6 +161,7 @@ def run_deepar(
     assert fc.quantiles is not None
     info = {
         "hyperparameters": hyperparameters,
+        "seed": args.seed,
         "min_past": "context_length" if args.min_past is None else args.min_past,
         "epochs_run": len(result.losses),
         "best_epoch": result.best_epoch,
