@@ -32,7 +32,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -44,9 +44,11 @@ _SOURCE = Path(__file__).with_name("_lstm_cell.c")
 _FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared")
 # gcc prefers 256-bit vectors even where AVX-512 exists (to avoid down-clocking on some
 # Xeons). Whether 512-bit is faster depends on the CPU (measured: 18% faster on a Xeon @
-# 2.6 GHz for 40 cells), so where the CPU has avx512f both builds are timed at first use and
-# the faster is kept. Vector width never changes a result: the cell is elementwise, every
-# element computed by the same operations (checked bit for bit at first use, and by a test).
+# 2.6 GHz for 40 cells), so where the CPU has avx512f both builds are timed at first use, each
+# with 1, 2 and 4 rows per loop body (how much independent work the core overlaps depends on
+# its registers and latencies: 4 rows were 20% faster than 1 on Zen 4), and the fastest is
+# kept. Neither choice changes a result: the cell is elementwise, every element computed by
+# the same operations (checked bit for bit at first use, and by tests).
 _WIDE = ("-mprefer-vector-width=512",)
 _I64 = ctypes.c_int64
 _PTR = ctypes.c_void_p
@@ -71,20 +73,27 @@ class Extra(ctypes.Structure):
     ]
 
 
+# The fp32 entry points by rows per loop body (see bc_rows4 in the C source): a speed choice
+# only, every one computes the same bits.
+_F32_ENTRIES = {1: "bc_lstm_cell_f32", 2: "bc_lstm_cell_f32_x2", 4: "bc_lstm_cell_f32_x4"}
+
+
 class LstmKernel:
     """The two entry points of the compiled cell, with their ctypes signatures set.
 
     ``f32(rows, hidden, gates, gs, extra, c, cs, h, hs, hb, hbs)`` and
     ``bf16(rows, hidden, gates, gs, extra, c, cs, h, hs, hb, hbs, scratch)``: ``extra`` is a
     ``ctypes.byref(Extra)`` or None; other pointers are ``data_ptr()`` integers (0 for NULL),
-    strides are in elements (see the C source).
+    strides are in elements (see the C source). ``variant`` names the build ("default", or
+    "wide": 512-bit vectors preferred), ``group`` the rows ``f32`` runs per loop body.
     """
 
-    def __init__(self, library: ctypes.CDLL, path: Path, variant: str = "default") -> None:
-        self.path = path
-        self.variant = variant  # "default" or "wide" (512-bit vectors preferred)
+    def __init__(
+        self, library: ctypes.CDLL, path: Path, variant: str = "default", group: int = 1
+    ) -> None:
+        self.library, self.path, self.variant, self.group = library, path, variant, group
         extra = ctypes.POINTER(Extra)
-        self.f32 = library.bc_lstm_cell_f32
+        self.f32 = getattr(library, _F32_ENTRIES[group])
         self.f32.restype = None
         self.f32.argtypes = [_I64, _I64, _PTR, _I64, extra, _PTR, _I64, _PTR, _I64, _PTR, _I64]
         self.bf16 = library.bc_lstm_cell_bf16
@@ -92,6 +101,13 @@ class LstmKernel:
         self.bf16.argtypes = [
             *(_I64, _I64, _PTR, _I64, extra, _PTR, _I64, _PTR, _I64, _PTR, _I64, _PTR)
         ]
+
+    def groupings(self) -> list[LstmKernel]:
+        """This build with each row grouping of its fp32 entry."""
+        return [LstmKernel(self.library, self.path, self.variant, g) for g in _F32_ENTRIES]
+
+    def __repr__(self) -> str:
+        return f"LstmKernel({self.variant}, {self.group} rows per pass)"
 
 
 def cache_dir() -> Path:
@@ -201,21 +217,20 @@ def lstm_kernel() -> LstmKernel | None:
     except (OSError, subprocess.SubprocessError) as exc:
         _LOG.warning("could not build the fused LSTM cell (%s): using torch ops (slower)", exc)
         return None
-    if "avx512f" not in _cpu_identity().split():
-        return kernel
-    try:
-        wide_path = _build(compiler, _WIDE)
-        wide = LstmKernel(ctypes.CDLL(str(wide_path)), wide_path, "wide")
-    except (OSError, subprocess.SubprocessError) as exc:
-        _LOG.info("no 512-bit build of the LSTM cell (%s)", exc)
-        return kernel
-    return faster(kernel, wide)
+    builds = [kernel]
+    if "avx512f" in _cpu_identity().split():
+        try:
+            wide_path = _build(compiler, _WIDE)
+            builds.append(LstmKernel(ctypes.CDLL(str(wide_path)), wide_path, "wide"))
+        except (OSError, subprocess.SubprocessError) as exc:
+            _LOG.info("no 512-bit build of the LSTM cell (%s)", exc)
+    return fastest([k for build in builds for k in build.groupings()])
 
 
 class _Probe:
-    """Deterministic inputs for timing and comparing two builds: 512 rows of 40 cells (the
-    default work unit's), gates spread over [-50, 50] so the clamps of exp at +-40 are
-    exercised as well as its range, and a 3-argument head (the fp32 code paths of a step)."""
+    """Deterministic inputs for timing and comparing variants of the cell: 512 rows of 40
+    cells (the default work unit's), gates spread over [-50, 50] so the clamps of exp at +-40
+    are exercised as well as its range, and a 3-argument head (the fp32 code paths of a step)."""
 
     rows, hidden, nargs = 512, 40, 3
 
@@ -261,14 +276,19 @@ class _Probe:
         return best
 
 
-def faster(first: LstmKernel, second: LstmKernel) -> LstmKernel:
-    """Whichever of two builds of the cell runs the probe faster (~10 ms in all); ``first``
-    when their outputs differ in any bit (which no flag may cause: logged)."""
+def fastest(kernels: Sequence[LstmKernel]) -> LstmKernel:
+    """Whichever of ``kernels`` (builds and row groupings of the cell) runs the probe fastest
+    (~2 ms each); one whose outputs differ from the first's in any bit (which no flag or
+    grouping may cause: logged) is never chosen."""
     probe = _Probe()
-    if probe.outputs(first) != probe.outputs(second):
-        _LOG.warning("the %s build of the LSTM cell computes differently: not used", second.variant)
-        return first
-    times = {k.variant: probe.seconds(k) for k in (first, second)}
-    chosen = second if times[second.variant] < times[first.variant] else first
-    _LOG.debug("LSTM cell builds timed %s: using %s", times, chosen.variant)
+    reference = probe.outputs(kernels[0])
+    same = [kernels[0]]
+    for kernel in kernels[1:]:
+        if probe.outputs(kernel) == reference:
+            same.append(kernel)
+        else:
+            _LOG.warning("%r of the LSTM cell computes differently: not used", kernel)
+    times = {kernel: probe.seconds(kernel) for kernel in same}
+    chosen = min(same, key=times.__getitem__)
+    _LOG.debug("LSTM cell variants timed %s: using %r", times, chosen)
     return chosen

@@ -31,7 +31,7 @@ def test_the_512_bit_build_computes_the_same_bits() -> None:
     assert default.path != wide.path  # two builds, cached under their own flags
     probe = native._Probe()
     assert probe.outputs(default) == probe.outputs(wide)
-    assert native.faster(default, wide).variant in {"default", "wide"}
+    assert native.fastest([default, wide]).variant in {"default", "wide"}
 
 
 @needs_compiler
@@ -42,7 +42,7 @@ def test_a_build_that_computes_differently_is_never_chosen() -> None:
     probe = native._Probe()
     if probe.outputs(default) == probe.outputs(fast):
         pytest.skip("this compiler gave -ffast-math the same bits; nothing to refuse")
-    assert native.faster(default, fast) is default
+    assert native.fastest([default, *fast.groupings()]) is default
 
 
 @needs_compiler
@@ -50,6 +50,19 @@ def test_the_kernel_in_use_is_one_of_the_timed_builds() -> None:
     kernel = native.lstm_kernel()
     assert kernel is not None
     assert kernel.variant in {"default", "wide"}
+    assert kernel.group in {1, 2, 4}
+
+
+def _edge_case(hidden: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gates (rows, 4H) with both clamps of exp, +-inf and NaN among them, and c (rows, H)."""
+    rng = np.random.default_rng(hidden * 100 + rows)
+    gates = (rng.standard_normal((rows, 4 * hidden)) * 30.0).astype(np.float32)
+    special = np.array([np.nan, np.inf, -np.inf, 40.0, -40.0, 40.5, -80.0, 0.0, -0.0, 1e-30])
+    gates.flat[rng.choice(gates.size, size=min(gates.size, 12), replace=False)] = rng.choice(
+        special, size=min(gates.size, 12)
+    )
+    c = (rng.standard_normal((rows, hidden)) * 5.0).astype(np.float32)
+    return gates, c
 
 
 def _run_f32(kernel: native.LstmKernel, gates: np.ndarray, c: np.ndarray, rows: int) -> bytes:
@@ -87,11 +100,22 @@ def test_both_builds_compute_the_same_bits_at_the_edges(hidden: int, rows: int) 
     of exp, +-inf, NaN): where gcc folded exp of a clamped constant at compile time, the two
     builds were 1 ulp apart at the clamps."""
     default, wide = _kernel((), "default"), _kernel(native._WIDE, "wide")
-    rng = np.random.default_rng(hidden * 100 + rows)
-    gates = (rng.standard_normal((rows, 4 * hidden)) * 30.0).astype(np.float32)
-    special = np.array([np.nan, np.inf, -np.inf, 40.0, -40.0, 40.5, -80.0, 0.0, -0.0, 1e-30])
-    gates.flat[rng.choice(gates.size, size=min(gates.size, 12), replace=False)] = rng.choice(
-        special, size=min(gates.size, 12)
-    )
-    c = (rng.standard_normal((rows, hidden)) * 5.0).astype(np.float32)
+    gates, c = _edge_case(hidden, rows)
     assert _run_f32(default, gates, c, rows) == _run_f32(wide, gates, c, rows)
+
+
+@needs_compiler
+@pytest.mark.parametrize("hidden", [1, 7, 40, 57])
+@pytest.mark.parametrize("rows", [1, 3, 5, 6, 15, 16, 17, 50])
+def test_every_row_grouping_computes_the_same_bits(hidden: int, rows: int) -> None:
+    """Two or four rows per loop body (a speed choice, timed at first use) against one, in
+    both builds, bit for bit, at row counts that leave every kind of remainder within a
+    block of 16 and after it: a row is computed in a group of 4, of 2 or alone."""
+    gates, c = _edge_case(hidden, rows)
+    kernels = _kernel((), "default").groupings()
+    assert [k.group for k in kernels] == [1, 2, 4]
+    if "avx512f" in native._cpu_identity().split():
+        kernels += _kernel(native._WIDE, "wide").groupings()
+    expected = _run_f32(kernels[0], gates, c, rows)
+    for kernel in kernels[1:]:
+        assert _run_f32(kernel, gates, c, rows) == expected, kernel
