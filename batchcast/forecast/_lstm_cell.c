@@ -223,7 +223,7 @@ static inline __attribute__((always_inline)) void bc_cells_f32(
     }
 }
 
-/* The fp32 entry points, one per row grouping, all with bc_cells_f32's arguments. */
+/* The fp32 entry points, one per row grouping (1, 2, 4), with bc_cells_f32's arguments. */
 #define BC_F32_ENTRY(name, group)                                                             \
     void name(int64_t rows, int64_t hidden, const float *gates, int64_t gs,                   \
               const bc_extra *extra, float *c, int64_t cs, float *h, int64_t hs, uint16_t *hb, \
@@ -235,18 +235,38 @@ BC_F32_ENTRY(bc_lstm_cell_f32_x2, 2)
 BC_F32_ENTRY(bc_lstm_cell_f32_x4, 4)
 
 /* The same with bf16 gates (a bf16 GEMM's output). The addend is added in fp32 after the
- * bf16 gates are widened. scratch: 4H floats. */
-void bc_lstm_cell_bf16(int64_t rows, int64_t hidden, const uint16_t *gates, int64_t gs,
-                       const bc_extra *extra, float *c, int64_t cs, float *h, int64_t hs,
-                       uint16_t *hb, int64_t hbs, float *scratch) {
+ * bf16 gates are widened, a block's rows at a time into scratch (bc_block_rows() x 4H floats),
+ * so that the same row loops as fp32's run on them. */
+static inline __attribute__((always_inline)) void bc_cells_bf16(
+    int group, int64_t rows, int64_t hidden, const uint16_t *gates, int64_t gs,
+    const bc_extra *extra, float *c, int64_t cs, float *h, int64_t hs, uint16_t *hb,
+    int64_t hbs, float *scratch) {
     const int64_t width = 4 * hidden;
-    for (int64_t r = 0; r < rows; ++r) {
-        const uint16_t *g = gates + r * gs;
-        const float *a = extra && extra->add ? extra->add + r * extra->add_stride : 0;
-        for (int64_t j = 0; j < width; ++j) scratch[j] = bc_from_bf16(g[j]) + (a ? a[j] : 0.0f);
-        float *hr = h + r * hs;
-        bc_row(hidden, scratch, c + r * cs, hr);
-        if (hb) bc_row_bf16(hidden, hr, hb + r * hbs);
-        bc_head(extra, hidden, hr, r);
+    for (int64_t r0 = 0; r0 < rows; r0 += BC_BLOCK) {
+        const int64_t n = rows - r0 < BC_BLOCK ? rows - r0 : BC_BLOCK;
+        for (int64_t r = r0; r < r0 + n; ++r) {
+            const uint16_t *g = gates + r * gs;
+            const float *a = extra && extra->add ? extra->add + r * extra->add_stride : 0;
+            float *s = scratch + (r - r0) * width;
+            for (int64_t j = 0; j < width; ++j) s[j] = bc_from_bf16(g[j]) + (a ? a[j] : 0.0f);
+        }
+        bc_rows(group, 0, n, hidden, scratch, width, c + r0 * cs, cs, h + r0 * hs, hs);
+        for (int64_t r = r0; r < r0 + n; ++r) {
+            if (hb) bc_row_bf16(hidden, h + r * hs, hb + r * hbs);
+            bc_head(extra, hidden, h + r * hs, r);
+        }
     }
 }
+
+#define BC_BF16_ENTRY(name, group)                                                             \
+    void name(int64_t rows, int64_t hidden, const uint16_t *gates, int64_t gs,                 \
+              const bc_extra *extra, float *c, int64_t cs, float *h, int64_t hs, uint16_t *hb,  \
+              int64_t hbs, float *scratch) {                                                   \
+        bc_cells_bf16(group, rows, hidden, gates, gs, extra, c, cs, h, hs, hb, hbs, scratch);  \
+    }
+BC_BF16_ENTRY(bc_lstm_cell_bf16, 1)
+BC_BF16_ENTRY(bc_lstm_cell_bf16_x2, 2)
+BC_BF16_ENTRY(bc_lstm_cell_bf16_x4, 4)
+
+/* The rows of the bf16 entries' scratch (times 4H floats). */
+int64_t bc_block_rows(void) { return BC_BLOCK; }

@@ -125,7 +125,9 @@ def run_steps(
     ranges = tiles(padded, tile_rows)
     gates = torch.empty(max(r1 - r0 for r0, r1 in ranges), 4 * hidden, device=device)
     plan = [_tile(r0, r1, gates, row_series, lags, h, c, head, raw_t) for r0, r1 in ranges]
-    bf = _Bf16(layers, h, gates.shape[0], plan, device) if precision == "bf16" else None
+    bf = None
+    if precision == "bf16":
+        bf = _Bf16(layers, h, gates.shape[0], plan, kernel.scratch_rows)
     w_lag_t = layers[0].w_ih_t
     for k in range(1, len(chunk.sampled_cols)):
         cols = chunk.sampled_cols[k]
@@ -214,9 +216,9 @@ class _Bf16:
         h: list[torch.Tensor],
         most: int,
         plan: Sequence[_Tile],
-        device: torch.device,
+        scratch_rows: int,
     ) -> None:
-        hidden = h[0].shape[1]
+        hidden, device = h[0].shape[1], h[0].device
         self.hidden = hidden
         self.w0 = layers[0].w_hh_t.to(torch.bfloat16)
         # w[l] = [W_ih; W_hh] of layer l >= 1 (w[0] is unused: layer 0 has w0 and the addend).
@@ -232,7 +234,7 @@ class _Bf16:
                 self.x.append(torch.cat((h[layer - 1], h[layer]), dim=1).to(torch.bfloat16))
         self.out16 = torch.empty(most, 4 * hidden, dtype=torch.bfloat16, device=device)
         self.add = torch.empty(most, 4 * hidden, device=device)
-        self.scratch = torch.empty(4 * hidden, device=device)
+        self.scratch = torch.empty(scratch_rows, 4 * hidden, device=device)  # the kernel's
         self.num_layers = len(layers)
         # Each layer's kernel extras per tile, built once like the fp32 path's arguments:
         # layer 0 adds the gathered fixed gates and lags (always at ``self.add``), layers

@@ -73,9 +73,13 @@ class Extra(ctypes.Structure):
     ]
 
 
-# The fp32 entry points by rows per loop body (see bc_rows4 in the C source): a speed choice
-# only, every one computes the same bits.
-_F32_ENTRIES = {1: "bc_lstm_cell_f32", 2: "bc_lstm_cell_f32_x2", 4: "bc_lstm_cell_f32_x4"}
+# The entry points by rows per loop body (see bc_rows4 in the C source): a speed choice only,
+# every one computes the same bits.
+_ENTRIES = {
+    1: ("bc_lstm_cell_f32", "bc_lstm_cell_bf16"),
+    2: ("bc_lstm_cell_f32_x2", "bc_lstm_cell_bf16_x2"),
+    4: ("bc_lstm_cell_f32_x4", "bc_lstm_cell_bf16_x4"),
+}
 
 
 class LstmKernel:
@@ -84,8 +88,9 @@ class LstmKernel:
     ``f32(rows, hidden, gates, gs, extra, c, cs, h, hs, hb, hbs)`` and
     ``bf16(rows, hidden, gates, gs, extra, c, cs, h, hs, hb, hbs, scratch)``: ``extra`` is a
     ``ctypes.byref(Extra)`` or None; other pointers are ``data_ptr()`` integers (0 for NULL),
-    strides are in elements (see the C source). ``variant`` names the build ("default", or
-    "wide": 512-bit vectors preferred), ``group`` the rows ``f32`` runs per loop body.
+    strides are in elements (see the C source); ``scratch`` holds ``scratch_rows`` x 4H
+    floats. ``variant`` names the build ("default", or "wide": 512-bit vectors preferred),
+    ``group`` the rows both entries run per loop body.
     """
 
     def __init__(
@@ -93,18 +98,21 @@ class LstmKernel:
     ) -> None:
         self.library, self.path, self.variant, self.group = library, path, variant, group
         extra = ctypes.POINTER(Extra)
-        self.f32 = getattr(library, _F32_ENTRIES[group])
+        f32_name, bf16_name = _ENTRIES[group]
+        self.f32 = getattr(library, f32_name)
         self.f32.restype = None
         self.f32.argtypes = [_I64, _I64, _PTR, _I64, extra, _PTR, _I64, _PTR, _I64, _PTR, _I64]
-        self.bf16 = library.bc_lstm_cell_bf16
+        self.bf16 = getattr(library, bf16_name)
         self.bf16.restype = None
         self.bf16.argtypes = [
             *(_I64, _I64, _PTR, _I64, extra, _PTR, _I64, _PTR, _I64, _PTR, _I64, _PTR)
         ]
+        library.bc_block_rows.restype = _I64
+        self.scratch_rows = int(library.bc_block_rows())
 
     def groupings(self) -> list[LstmKernel]:
         """This build with each row grouping of its fp32 entry."""
-        return [LstmKernel(self.library, self.path, self.variant, g) for g in _F32_ENTRIES]
+        return [LstmKernel(self.library, self.path, self.variant, g) for g in _ENTRIES]
 
     def __repr__(self) -> str:
         return f"LstmKernel({self.variant}, {self.group} rows per pass)"

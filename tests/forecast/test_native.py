@@ -119,3 +119,48 @@ def test_every_row_grouping_computes_the_same_bits(hidden: int, rows: int) -> No
     expected = _run_f32(kernels[0], gates, c, rows)
     for kernel in kernels[1:]:
         assert _run_f32(kernel, gates, c, rows) == expected, kernel
+
+
+def _run_bf16(kernel: native.LstmKernel, gates: np.ndarray, c: np.ndarray, rows: int) -> bytes:
+    """c, h, the bf16 copy of h and a head after one bf16 call (gates rounded to bf16, a
+    per-row fp32 addend), as bytes."""
+    import ctypes
+
+    hidden = c.shape[1]
+    c = c.copy()
+    h = np.full_like(c, np.nan)
+    hb = np.zeros(c.shape, dtype=np.uint16)
+    g16 = (gates.view(np.uint32) >> 16).astype(np.uint16)  # truncated to bf16 bits
+    add = np.linspace(-2.0, 2.0, gates.size, dtype=np.float32).reshape(gates.shape)
+    head_w = np.linspace(-1.0, 1.0, 2 * hidden, dtype=np.float32)
+    head_b = np.array([0.5, -0.25], dtype=np.float32)
+    out = np.zeros((2, rows), dtype=np.float32)
+    scratch = np.zeros((kernel.scratch_rows, 4 * hidden), dtype=np.float32)
+    extra = native.Extra(
+        add=add.ctypes.data,
+        add_stride=4 * hidden,
+        head_w=head_w.ctypes.data,
+        head_b=head_b.ctypes.data,
+        nargs=2,
+        head_out=out.ctypes.data,
+        head_stride=rows,
+    )
+    kernel.bf16(
+        rows, hidden, g16.ctypes.data, 4 * hidden, ctypes.byref(extra),
+        c.ctypes.data, hidden, h.ctypes.data, hidden, hb.ctypes.data, hidden, scratch.ctypes.data,
+    )  # fmt: skip
+    return c.tobytes() + h.tobytes() + hb.tobytes() + out.tobytes()
+
+
+@needs_compiler
+@pytest.mark.parametrize("hidden", [7, 40])
+@pytest.mark.parametrize("rows", [1, 5, 16, 17, 50])
+def test_every_row_grouping_of_the_bf16_cell_computes_the_same_bits(hidden: int, rows: int) -> None:
+    """The bf16 entry widens a block of rows into its scratch and runs the same row loops:
+    every grouping gives the bits of one row at a time."""
+    gates, c = _edge_case(hidden, rows)
+    one, *others = _kernel((), "default").groupings()
+    assert one.scratch_rows >= 1
+    expected = _run_bf16(one, gates, c, rows)
+    for kernel in others:
+        assert _run_bf16(kernel, gates, c, rows) == expected, kernel
