@@ -207,6 +207,17 @@ static inline __attribute__((always_inline)) void bc_rows(int group, int64_t r0,
     for (; r < r1; ++r) bc_row(hidden, g + r * gs, c + r * cs, h + r * hs);
 }
 
+/* After a block's cells, rows r0 .. r1 - 1: each row's bf16 copy of h (hb may be NULL) and
+ * its head (extra may be NULL or have no head). */
+static inline void bc_block_outputs(const bc_extra *extra, int64_t hidden, const float *h,
+                                    int64_t hs, uint16_t *hb, int64_t hbs, int64_t r0,
+                                    int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+        if (hb) bc_row_bf16(hidden, h + r * hs, hb + r * hbs);
+        bc_head(extra, hidden, h + r * hs, r);
+    }
+}
+
 /* rows x (4H) fp32 gates (row stride gs), c (stride cs), h fp32 (stride hs), hb bf16 (stride
  * hbs, may be NULL), extra (may be NULL: no head; its addend is ignored). Strides in elements. */
 static inline __attribute__((always_inline)) void bc_cells_f32(
@@ -216,10 +227,7 @@ static inline __attribute__((always_inline)) void bc_cells_f32(
     for (int64_t r0 = 0; r0 < rows; r0 += BC_BLOCK) {
         const int64_t n = rows - r0 < BC_BLOCK ? rows - r0 : BC_BLOCK;
         bc_rows(group, r0, r0 + n, hidden, gates, gs, c, cs, h, hs);
-        for (int64_t r = r0; r < r0 + n; ++r) {
-            if (hb) bc_row_bf16(hidden, h + r * hs, hb + r * hbs);
-            bc_head(extra, hidden, h + r * hs, r);
-        }
+        bc_block_outputs(extra, hidden, h, hs, hb, hbs, r0, r0 + n);
     }
 }
 
@@ -251,10 +259,7 @@ static inline __attribute__((always_inline)) void bc_cells_bf16(
             for (int64_t j = 0; j < width; ++j) s[j] = bc_from_bf16(g[j]) + (a ? a[j] : 0.0f);
         }
         bc_rows(group, 0, n, hidden, scratch, width, c + r0 * cs, cs, h + r0 * hs, hs);
-        for (int64_t r = r0; r < r0 + n; ++r) {
-            if (hb) bc_row_bf16(hidden, h + r * hs, hb + r * hbs);
-            bc_head(extra, hidden, h + r * hs, r);
-        }
+        bc_block_outputs(extra, hidden, h, hs, hb, hbs, r0, r0 + n);
     }
 }
 

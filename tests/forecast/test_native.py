@@ -65,8 +65,11 @@ def _edge_case(hidden: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
     return gates, c
 
 
-def _run_f32(kernel: native.LstmKernel, gates: np.ndarray, c: np.ndarray, rows: int) -> bytes:
-    """c, h, the bf16 copy of h and a 3-argument head after one call, as bytes."""
+def _run(
+    kernel: native.LstmKernel, gates: np.ndarray, c: np.ndarray, rows: int, *, bf16: bool = False
+) -> bytes:
+    """c, h, the bf16 copy of h and a 3-argument head after one call of the fp32 entry, or of
+    the bf16 entry (gates truncated to bf16, a per-row fp32 addend), as bytes."""
     import ctypes
 
     hidden = c.shape[1]
@@ -83,10 +86,18 @@ def _run_f32(kernel: native.LstmKernel, gates: np.ndarray, c: np.ndarray, rows: 
         head_out=out.ctypes.data,
         head_stride=rows,
     )
-    kernel.f32(
-        rows, hidden, gates.ctypes.data, 4 * hidden, ctypes.byref(extra),
-        c.ctypes.data, hidden, h.ctypes.data, hidden, hb.ctypes.data, hidden,
-    )  # fmt: skip
+    state = (c.ctypes.data, hidden, h.ctypes.data, hidden, hb.ctypes.data, hidden)
+    if bf16:
+        g16 = (gates.view(np.uint32) >> 16).astype(np.uint16)
+        add = np.linspace(-2.0, 2.0, gates.size, dtype=np.float32).reshape(gates.shape)
+        extra.add, extra.add_stride = add.ctypes.data, 4 * hidden
+        scratch = np.zeros((kernel.scratch_rows, 4 * hidden), dtype=np.float32)
+        kernel.bf16(
+            rows, hidden, g16.ctypes.data, 4 * hidden, ctypes.byref(extra), *state,
+            scratch.ctypes.data,
+        )  # fmt: skip
+    else:
+        kernel.f32(rows, hidden, gates.ctypes.data, 4 * hidden, ctypes.byref(extra), *state)
     return c.tobytes() + h.tobytes() + hb.tobytes() + out.tobytes()
 
 
@@ -101,7 +112,7 @@ def test_both_builds_compute_the_same_bits_at_the_edges(hidden: int, rows: int) 
     builds were 1 ulp apart at the clamps."""
     default, wide = _kernel((), "default"), _kernel(native._WIDE, "wide")
     gates, c = _edge_case(hidden, rows)
-    assert _run_f32(default, gates, c, rows) == _run_f32(wide, gates, c, rows)
+    assert _run(default, gates, c, rows) == _run(wide, gates, c, rows)
 
 
 @needs_compiler
@@ -116,40 +127,9 @@ def test_every_row_grouping_computes_the_same_bits(hidden: int, rows: int) -> No
     assert [k.group for k in kernels] == [1, 2, 4]
     if "avx512f" in native._cpu_identity().split():
         kernels += _kernel(native._WIDE, "wide").groupings()
-    expected = _run_f32(kernels[0], gates, c, rows)
+    expected = _run(kernels[0], gates, c, rows)
     for kernel in kernels[1:]:
-        assert _run_f32(kernel, gates, c, rows) == expected, kernel
-
-
-def _run_bf16(kernel: native.LstmKernel, gates: np.ndarray, c: np.ndarray, rows: int) -> bytes:
-    """c, h, the bf16 copy of h and a head after one bf16 call (gates rounded to bf16, a
-    per-row fp32 addend), as bytes."""
-    import ctypes
-
-    hidden = c.shape[1]
-    c = c.copy()
-    h = np.full_like(c, np.nan)
-    hb = np.zeros(c.shape, dtype=np.uint16)
-    g16 = (gates.view(np.uint32) >> 16).astype(np.uint16)  # truncated to bf16 bits
-    add = np.linspace(-2.0, 2.0, gates.size, dtype=np.float32).reshape(gates.shape)
-    head_w = np.linspace(-1.0, 1.0, 2 * hidden, dtype=np.float32)
-    head_b = np.array([0.5, -0.25], dtype=np.float32)
-    out = np.zeros((2, rows), dtype=np.float32)
-    scratch = np.zeros((kernel.scratch_rows, 4 * hidden), dtype=np.float32)
-    extra = native.Extra(
-        add=add.ctypes.data,
-        add_stride=4 * hidden,
-        head_w=head_w.ctypes.data,
-        head_b=head_b.ctypes.data,
-        nargs=2,
-        head_out=out.ctypes.data,
-        head_stride=rows,
-    )
-    kernel.bf16(
-        rows, hidden, g16.ctypes.data, 4 * hidden, ctypes.byref(extra),
-        c.ctypes.data, hidden, h.ctypes.data, hidden, hb.ctypes.data, hidden, scratch.ctypes.data,
-    )  # fmt: skip
-    return c.tobytes() + h.tobytes() + hb.tobytes() + out.tobytes()
+        assert _run(kernel, gates, c, rows) == expected, kernel
 
 
 @needs_compiler
@@ -161,6 +141,6 @@ def test_every_row_grouping_of_the_bf16_cell_computes_the_same_bits(hidden: int,
     gates, c = _edge_case(hidden, rows)
     one, *others = _kernel((), "default").groupings()
     assert one.scratch_rows >= 1
-    expected = _run_bf16(one, gates, c, rows)
+    expected = _run(one, gates, c, rows, bf16=True)
     for kernel in others:
-        assert _run_bf16(kernel, gates, c, rows) == expected, kernel
+        assert _run(kernel, gates, c, rows, bf16=True) == expected, kernel
