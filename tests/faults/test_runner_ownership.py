@@ -225,6 +225,14 @@ def test_resume_continues_the_same_job_and_refuses_another(tiny_model: str, tmp_
     assert not (output / LOCK_NAME).exists()  # a refused job lets go too
 
 
+def _holder(lock: Path) -> Holder | None:
+    """The holder a lock file names, or None (no file yet, or not written yet)."""
+    try:
+        return Holder.from_bytes(lock.read_bytes())
+    except FileNotFoundError:
+        return None
+
+
 @pytest.mark.usefixtures("ray_local")
 def test_a_job_whose_output_is_taken_stops_before_mixing_files(
     tiny_model: str, tmp_path: Path
@@ -241,7 +249,11 @@ def test_a_job_whose_output_is_taken_stops_before_mixing_files(
     thread = threading.Thread(target=first)
     thread.start()
     deadline = time.monotonic() + 60
-    while not (output / LOCK_NAME).exists():  # taken before Ray starts: seconds before a commit
+    # Wait until the first job holds the lock, its holder written (after its flock), not only
+    # until the file exists: forced in between, the second job would win the flock and the
+    # first would stop at its start ("in use"), not at its first commit as tested here.
+    # Taken before Ray starts: seconds before a commit.
+    while _holder(output / LOCK_NAME) is None:
         assert time.monotonic() < deadline
         time.sleep(0.005)
     second = OutputLock.acquire(str(output), Holder("second"), force=True)
