@@ -40,7 +40,7 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,12 +95,20 @@ class WorkerPeaks:
         while not self._stop.wait(self.interval):
             if len(self._alive) < self.expected:
                 self._alive |= _worker_pids(self.job_name)
-            for pid in list(self._alive):
-                peak = peak_rss_mb(pid)
-                if peak is None:  # the process is gone
-                    self._alive.discard(pid)
-                    continue
-                self.peaks[pid] = max(peak, self.peaks.get(pid, 0.0))
+            self._alive -= _sample_peaks(self.peaks, list(self._alive))
+
+
+def _sample_peaks(peaks: dict[int, float], pids: Iterable[int]) -> set[int]:
+    """Raise each process's entry in ``peaks`` to its VmHWM (MiB) now; returns the pids
+    that are gone."""
+    gone: set[int] = set()
+    for pid in pids:
+        peak = peak_rss_mb(pid)
+        if peak is None:
+            gone.add(pid)
+        else:
+            peaks[pid] = max(peak, peaks.get(pid, 0.0))
+    return gone
 
 
 def _worker_pids(job_name: str) -> set[int]:
@@ -252,10 +260,7 @@ def _process_tree_peaks(process: Any, interval: float) -> dict[int, float]:
             pids = [process.pid, *map(int, children.read_text().split())]
         except OSError:
             pids = [process.pid]
-        for pid in pids:
-            peak = peak_rss_mb(pid)
-            if peak is not None:
-                peaks[pid] = max(peak, peaks.get(pid, 0.0))
+        _sample_peaks(peaks, pids)
         time.sleep(interval)
     return peaks
 
