@@ -5,10 +5,10 @@
  * element on some CPUs. Here every row is read once: gates in, c updated in place, h written
  * to a strided destination (so that it can land directly inside the next GEMM's input).
  *
- * Determinism: every element is computed by the same code whatever the number of rows or the
- * row offset of a call (the inner loop runs over one row of fixed width, so the vector/scalar
- * split of a row does not depend on the tiling), and nothing reads the floating-point
- * environment. Built without -ffast-math: results depend only on this source, the compiler
+ * Determinism: every element is computed by the same expressions whatever the number of rows,
+ * the row offset of a call or the rows run side by side (the inner loop runs along a row of
+ * fixed width, so the vector/scalar split of a row does not depend on the tiling or the
+ * grouping), and nothing reads the floating-point environment. Built without -ffast-math: results depend only on this source, the compiler
  * and its -march, which batchcast keys its build cache on.
  *
  * Gate order is PyTorch's own (i, f, g, o); pre-activations include all biases.
@@ -138,8 +138,8 @@ static inline void bc_row(int64_t hidden, const float *restrict g4, float *restr
 /* Two and four rows side by side, the same expressions per element. Why: a cell is one long
  * dependent chain (exp, division, exp of the new c, division), and a row of 40 cells is only
  * 2.5-5 vectors, too few for the core to overlap; independent rows in one loop body give it
- * that overlap (measured on Zen 4, 1,600 rows x 40 cells: 118 us one row at a time, 103 two,
- * 95 four). Which grouping runs is timed at first use (native.py); all give the same bits
+ * that overlap (measured on Zen 4, 1,600 rows x 40 cells: 118 us one row at a time, 101 two,
+ * 93 four). Which grouping runs is timed at first use (native.py); all give the same bits
  * (checked there and by a test). */
 static inline void bc_rows2(int64_t hidden, const float *restrict ga, const float *restrict gb,
                             float *restrict ca, float *restrict cb, float *restrict ha,
