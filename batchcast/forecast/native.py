@@ -111,7 +111,7 @@ class LstmKernel:
         self.scratch_rows = int(library.bc_block_rows())
 
     def groupings(self) -> list[LstmKernel]:
-        """This build with each row grouping of its fp32 entry."""
+        """This build with each row grouping of its entries."""
         return [LstmKernel(self.library, self.path, self.variant, g) for g in _ENTRIES]
 
     def __repr__(self) -> str:
