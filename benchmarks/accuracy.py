@@ -128,21 +128,33 @@ def statsforecast_quantiles(
     return np.stack(columns, axis=1)
 
 
+def default_hyperparameters(dataset: Dataset, horizon: int, epochs: int) -> dict[str, object]:
+    """The four hyperparameters most SageMaker users give (everything else defaulted)."""
+    return {
+        "time_freq": dataset.freq,
+        "context_length": dataset.context_length,
+        "prediction_length": horizon,
+        "epochs": epochs,
+    }
+
+
+def series_batch(train: list[np.ndarray]) -> SeriesBatch:
+    """The training parts as a batch, every series starting at :data:`START`."""
+    return SeriesBatch.from_lists(
+        start=np.full(len(train), START), targets=[x.astype(np.float32) for x in train]
+    )
+
+
 def run_deepar(
     dataset: Dataset, train: list[np.ndarray], horizon: int, args: argparse.Namespace
 ) -> tuple[np.ndarray, np.ndarray, dict[str, object]]:
     """Train with the default hyperparameters, save, load, forecast: (mean, quantiles, info)."""
-    hyperparameters: dict[str, object] = {
-        "time_freq": dataset.freq,
-        "context_length": dataset.context_length,
-        "prediction_length": horizon,
-        "epochs": args.epochs,
+    hyperparameters = {
+        **default_hyperparameters(dataset, horizon, args.epochs),
         **json.loads(args.hyperparameters),
     }
     config = DeepARConfig.from_hyperparameters(hyperparameters)
-    batch = SeriesBatch.from_lists(
-        start=np.full(len(train), START), targets=[x.astype(np.float32) for x in train]
-    )
+    batch = series_batch(train)
     started = time.perf_counter()
     result = train_model(config, batch, seed=args.seed, min_past=args.min_past)
     train_seconds = time.perf_counter() - started
@@ -173,7 +185,8 @@ def run_deepar(
     return fc.mean, fc.quantiles, info
 
 
-def _machine() -> dict[str, object]:
+def machine() -> dict[str, object]:
+    """CPU, cores, load, torch threads, commit and date, for a result row."""
     cpu = platform.processor()
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
@@ -223,7 +236,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    machine = _machine()
+    machine_info = machine()
     names = list(DATASETS) if args.dataset == "all" else [args.dataset]
     for name in names:
         dataset = DATASETS[name]
@@ -248,7 +261,7 @@ def main() -> None:
                 "mean_wQL": round(metrics["test:mean_wQuantileLoss"], 4),
                 "MASE": round(mase(train, actual, median, dataset.season), 4),
                 **info,
-                **machine,
+                **machine_info,
             }
             print(json.dumps(row), flush=True)
 

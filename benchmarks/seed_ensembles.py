@@ -33,10 +33,17 @@ import torch
 
 from batchcast.forecast.config import DeepARConfig, InferenceConfig
 from batchcast.forecast.sampling import forecast, quantile_indices
-from batchcast.forecast.series import SeriesBatch
 from batchcast.forecast.train import quantile_metrics, train_model
 from batchcast.models import load_model, save_model
-from benchmarks.accuracy import DATASETS, LEVELS, START, Dataset, _machine, load
+from benchmarks.accuracy import (
+    DATASETS,
+    LEVELS,
+    Dataset,
+    default_hyperparameters,
+    load,
+    machine,
+    series_batch,
+)
 
 
 def _seeds(text: str) -> list[int]:
@@ -50,24 +57,14 @@ def _seeds(text: str) -> list[int]:
     return seeds
 
 
-def _batch(train: list[np.ndarray]) -> SeriesBatch:
-    return SeriesBatch.from_lists(
-        start=np.full(len(train), START), targets=[x.astype(np.float32) for x in train]
-    )
-
-
-def train_seed(dataset: Dataset, seed: int, folder: Path, epochs: int) -> dict[str, object]:
+def train_seed(
+    dataset: Dataset, train: list[np.ndarray], horizon: int, seed: int, folder: Path, epochs: int
+) -> dict[str, object]:
     """Train one seed with ``benchmarks.accuracy``'s hyperparameters; save it in ``folder``."""
-    train, _, horizon = load(dataset)
-    hyperparameters = {
-        "time_freq": dataset.freq,
-        "context_length": dataset.context_length,
-        "prediction_length": horizon,
-        "epochs": epochs,
-    }
+    hyperparameters = default_hyperparameters(dataset, horizon, epochs)
     config = DeepARConfig.from_hyperparameters(hyperparameters)
     started = time.perf_counter()
-    result = train_model(config, _batch(train), seed=seed)
+    result = train_model(config, series_batch(train), seed=seed)
     seconds = time.perf_counter() - started
     save_model(result.model, str(folder), hyperparameters=config.to_hyperparameters())
     return {"seed": seed, "train_s": round(seconds, 1), "best_epoch": result.best_epoch}
@@ -81,10 +78,11 @@ def wql(samples: np.ndarray, actual: np.ndarray) -> float:
     return round(float(metrics["test:mean_wQuantileLoss"]), 5)
 
 
-def score(dataset: Dataset, folders: dict[int, Path], num_samples: int) -> list[dict[str, object]]:
+def score(
+    train: list[np.ndarray], actual: np.ndarray, folders: dict[int, Path], num_samples: int
+) -> list[dict[str, object]]:
     """The rows described in the module docstring."""
-    train, actual, _ = load(dataset)
-    batch = _batch(train)
+    batch = series_batch(train)
     config = InferenceConfig(num_samples=num_samples, output_types=("samples",))
     paths: dict[int, np.ndarray] = {}
     for seed, folder in folders.items():
@@ -131,15 +129,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     dataset = DATASETS[args.dataset]
     folders = {s: args.workdir / f"{dataset.name}-seed{s}-epochs{args.epochs}" for s in args.seeds}
+    train, actual, horizon = load(dataset)
     for seed, folder in folders.items():
         if not (folder / "config.json").exists():
-            trained = train_seed(dataset, seed, folder, args.epochs)
-            print(json.dumps({"dataset": dataset.name, **trained, "machine": _machine()}))
+            trained = train_seed(dataset, train, horizon, seed, folder, args.epochs)
+            print(json.dumps({"dataset": dataset.name, **trained, "machine": machine()}))
     if args.train_only:
         return
-    machine = _machine()
-    for row in score(dataset, folders, args.num_samples):
-        print(json.dumps({"dataset": dataset.name, **row, "machine": machine}))
+    machine_info = machine()
+    for row in score(train, actual, folders, args.num_samples):
+        print(json.dumps({"dataset": dataset.name, **row, "machine": machine_info}))
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@
  * Determinism: every element is computed by the same expressions whatever the number of rows,
  * the row offset of a call or the rows run side by side (the inner loop runs along a row of
  * fixed width, so the vector/scalar split of a row does not depend on the tiling or the
- * grouping), and nothing reads the floating-point environment. Built without -ffast-math: results depend only on this source, the compiler
- * and its -march, which batchcast keys its build cache on.
+ * grouping), and nothing reads the floating-point environment. Built without -ffast-math:
+ * results depend only on this source, the compiler and its -march, which batchcast keys its
+ * build cache on.
  *
  * Gate order is PyTorch's own (i, f, g, o); pre-activations include all biases.
  */
