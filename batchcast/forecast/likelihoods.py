@@ -65,6 +65,13 @@ class Likelihood:
         """One draw per row: params (N, num_args), scale (N,) -> (N,) in target units."""
         raise NotImplementedError
 
+    def draw(
+        self, raw: torch.Tensor, scale: torch.Tensor, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """``sample(domain_map(raw), scale, generator)``, bit for bit: the sampler's per-step
+        call. A subclass may skip the stacked parameter tensor in between."""
+        return self.sample(self.domain_map(raw), scale, generator)
+
 
 class StudentT(Likelihood):
     """Student-T: ``df = 2 + softplus``, ``loc``, ``sigma = max(softplus, eps)``; y = s * T."""
@@ -93,6 +100,25 @@ class StudentT(Likelihood):
         self, params: torch.Tensor, scale: torch.Tensor, generator: torch.Generator | None
     ) -> torch.Tensor:
         df, loc, sigma = params.unbind(-1)
+        return self._sample(df, loc, sigma, scale, generator)
+
+    def draw(
+        self, raw: torch.Tensor, scale: torch.Tensor, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        # The arguments straight from the head's columns: stacking them into (N, 3) and
+        # reading them back at stride 3 cost ~2% of a sampling step. Same values, same bits.
+        df = 2.0 + F.softplus(raw[..., 0])
+        sigma = F.softplus(raw[..., 2]).clamp_min(_EPS)
+        return self._sample(df, raw[..., 1], sigma, scale, generator)
+
+    @staticmethod
+    def _sample(
+        df: torch.Tensor,
+        loc: torch.Tensor,
+        sigma: torch.Tensor,
+        scale: torch.Tensor,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
         x = torch.randn(df.shape, generator=generator, dtype=df.dtype, device=df.device)
         # chi2(df) = Gamma(df/2, rate 1/2); clamped like torch.distributions.Gamma.
         chi2 = (_standard_gamma(0.5 * df, generator) * 2.0).clamp_min_(_TINY)

@@ -239,7 +239,7 @@ def _draw(
     """Step k's draw for every row of the chunk at once (one generator call per kind of draw,
     in row order: the generator's unit of work is the chunk, never the tile)."""
     lik = model.likelihood
-    draw = lik.sample(lik.domain_map(raw), state.rows_scale, gen)
+    draw = lik.draw(raw, state.rows_scale, gen)
     state.samples[k] = draw
     state.scaled[k] = draw / state.rows_scale
 
