@@ -80,9 +80,14 @@ class StudentT(Likelihood):
     num_args = 3
 
     def domain_map(self, raw: torch.Tensor) -> torch.Tensor:
+        return torch.stack(self._arguments(raw), dim=-1)
+
+    @staticmethod
+    def _arguments(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """df, loc, sigma from the raw head outputs, unstacked (``domain_map`` stacks them)."""
         df = 2.0 + F.softplus(raw[..., 0])
         sigma = F.softplus(raw[..., 2]).clamp_min(_EPS)
-        return torch.stack((df, raw[..., 1], sigma), dim=-1)
+        return df, raw[..., 1], sigma
 
     def nll(self, params: torch.Tensor, target: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         df, loc, sigma = params.unbind(-1)
@@ -107,9 +112,7 @@ class StudentT(Likelihood):
     ) -> torch.Tensor:
         # The arguments straight from the head's columns: stacking them into (N, 3) and
         # reading them back at stride 3 cost ~2% of a sampling step. Same values, same bits.
-        df = 2.0 + F.softplus(raw[..., 0])
-        sigma = F.softplus(raw[..., 2]).clamp_min(_EPS)
-        return self._sample(df, raw[..., 1], sigma, scale, generator)
+        return self._sample(*self._arguments(raw), scale, generator)
 
     @staticmethod
     def _sample(
