@@ -240,9 +240,9 @@ class _Bf16:
         self.num_layers = len(layers)
         # Layer 0 adds the gathered fixed gates and lags (always at ``self.add``), layers
         # above their bias; the last layer also computes the head at the tile's rows.
-        self.addends = [Extra(add=self.add.data_ptr(), add_stride=4 * hidden)]
-        self.addends += [Extra(add=w.bias.data_ptr(), add_stride=0) for w in layers[1:]]
-        self.tiles = {tile.r0: self._tile(tile) for tile in plan}
+        addends = [Extra(add=self.add.data_ptr(), add_stride=4 * hidden)]
+        addends += [Extra(add=w.bias.data_ptr(), add_stride=0) for w in layers[1:]]
+        self.tiles = {tile.r0: self._tile(tile, addends) for tile in plan}
 
     def _h16(self, layer: int) -> tuple[torch.Tensor, int]:
         """Where layer ``layer``'s bf16 h lives: (buffer view of its columns, row stride)."""
@@ -253,21 +253,20 @@ class _Bf16:
             return self.x[0], hd
         return self.x[layer][:, hd:], 2 * hd
 
-    def _tile(self, tile: _Tile) -> _Bf16Tile:
-        """One tile's GEMM operands, kernel arguments and the copies between layers."""
+    def _tile(self, tile: _Tile, addends: Sequence[Extra]) -> _Bf16Tile:
+        """One tile's GEMM operands, kernel arguments (each layer's ``addends`` entry, the
+        head added on the last) and the copies between layers."""
         hd, r0, r1, t = self.hidden, tile.r0, tile.r1, tile.r1 - tile.r0
         inputs: list[torch.Tensor] = []
         cells: list[tuple[object, ...]] = []
         copies: list[tuple[torch.Tensor, torch.Tensor] | None] = []
         extras: list[Extra] = []
         for layer in range(self.num_layers):
-            if layer == 0:
-                inputs.append(self._h16(0)[0][r0:r1])
-            else:
-                inputs.append(self.x[layer][r0:r1])
-            extra = self._with_head(layer, tile, self.addends[layer])
-            extras.append(extra)
             dst, stride = self._h16(layer)
+            # layer 0's GEMM reads its own bf16 h; a layer above reads [h_{l-1} | h_l]
+            inputs.append(dst[r0:r1] if layer == 0 else self.x[layer][r0:r1])
+            extra = self._with_head(layer, tile, addends[layer])
+            extras.append(extra)
             cells.append(
                 (
                     t, hd, self.out16.data_ptr(), 4 * hd, ctypes.byref(extra),
