@@ -122,6 +122,8 @@ class Outcome:
 class Executor(Protocol):
     """What the driver needs of a pool of model workers."""
 
+    # Every submitted task whose outcome wait() has not returned yet, answered or not: the
+    # driver's loop ends when this is empty, so a pool must not drop a task before then.
     in_flight: dict[Any, Task]
 
     @property

@@ -89,8 +89,10 @@ class ProcessPool:
         self._context = mp.get_context("fork")
         self._ids = itertools.count()
         self._children: list[_Child] = []
+        # A task stays in flight until wait() hands its outcome out: the driver stops when
+        # in_flight is empty, and one poll can take several answers off a child's pipe.
         self.in_flight: dict[Any, Task] = {}
-        self._ready: deque[tuple[Task, ShardResult | Outcome]] = deque()
+        self._ready: deque[tuple[Any, ShardResult | Outcome]] = deque()  # keys, answered
         self._counted: set[tuple[int, int]] = set()  # (child, generation) deaths reported
         for index in range(size):
             self._children.append(self._fork(index, generation=0))
@@ -146,7 +148,10 @@ class ProcessPool:
         """The next finished (or lost) shard; None when nothing finished within ``timeout``."""
         if not self._ready:
             self._poll(timeout)
-        return self._ready.popleft() if self._ready else None
+        if not self._ready:
+            return None
+        key, outcome = self._ready.popleft()
+        return self.in_flight.pop(key), outcome
 
     def _poll(self, timeout: float | None) -> None:
         busy = [c for c in self._children if c.alive and c.tasks]
@@ -175,8 +180,7 @@ class ProcessPool:
         child.process.join(timeout=_CLOSE_GRACE_S)
         message = f"WorkerDied: worker process {child.process.pid} {_exit_words(child)}"
         for key in child.tasks:
-            task = self.in_flight.pop(key)
-            self._ready.append((task, Outcome(lost=True, cause=None, message=message, died=True)))
+            self._ready.append((key, Outcome(lost=True, cause=None, message=message, died=True)))
         child.alive = False
         child.conn.close()
         self._children[child.index] = self._fork(child.index, generation=child.generation + 1)
@@ -188,8 +192,7 @@ class ProcessPool:
         child.tasks.popleft()
         if child.tasks:  # its next shard starts now: the deadline counts from here
             self.in_flight[child.tasks[0]].started = time.monotonic()
-        task = self.in_flight.pop(key)
-        self._ready.append((task, value if ok else Outcome.raised(value)))
+        self._ready.append((key, value if ok else Outcome.raised(value)))
 
     def died(self, task: Task) -> bool:
         """True for the first report of a child's death (its replacement is already forked)."""

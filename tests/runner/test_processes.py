@@ -9,6 +9,7 @@ real files; children are killed with real signals.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import signal
@@ -96,6 +97,52 @@ def test_processes_and_threads_give_the_same_bytes(
     assert _outputs(tmp_path / "processes") == _outputs(tmp_path / "threads")
     assert set(_outputs(tmp_path / "processes")) == {"a.jsonl.out", "b.jsonl.out"}
     assert multiprocessing.active_children() == []  # the pool left no child behind
+
+
+def _line_shards(path: Path, lines_each: int, count: int) -> list[Shard]:
+    """The first ``count`` shards of ``lines_each`` whole lines of ``path``."""
+    ends = [i + 1 for i, byte in enumerate(path.read_bytes()) if byte == ord("\n")]
+    cuts = [0, *ends[lines_each - 1 :: lines_each][:count]]
+    return [
+        Shard(file_index=0, uri=str(path), start=a, end=b, index=i, count=count, compressed=False)
+        for i, (a, b) in enumerate(itertools.pairwise(cuts))
+    ]
+
+
+def _idle(pid: int, checks: int = 5) -> bool:
+    """The process sleeps (waiting on its pipe) at ``checks`` reads 20 ms apart."""
+    for _ in range(checks):
+        if "State:\tS" not in Path(f"/proc/{pid}/status").read_text():
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_answers_taken_together_stay_in_flight_until_handed_out(
+    tiny_model: str, inputs: Path
+) -> None:
+    """One poll can take several answers off a child's pipe; each task must stay in
+    ``in_flight`` until wait() returns it, since the driver stops when in_flight is empty
+    (it did not: a CI run lost a shard, "file 1: shard 5 never arrived")."""
+    pool = ProcessPool(tiny_model, OPTIONS, size=1)
+    try:
+        shards = _line_shards(inputs / "a.jsonl", lines_each=2, count=2)
+        for shard in shards:
+            pool.submit(shard, "a")
+        child = pool._children[0]
+        assert child.conn.poll(60), "the child answered nothing in time"
+        deadline = time.monotonic() + 60
+        while not _idle(child.process.pid):  # both answers written: it waits for more
+            assert time.monotonic() < deadline
+        handed = []
+        while pool.in_flight:
+            task, outcome = _result(pool)
+            assert isinstance(outcome, ShardResult)
+            handed.append(task.shard.index)
+            assert len(handed) + len(pool.in_flight) == len(shards)
+        assert handed == [0, 1]
+    finally:
+        pool.close()
 
 
 def test_a_killed_child_is_replaced_and_its_shard_comes_back_lost(
