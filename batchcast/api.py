@@ -57,7 +57,13 @@ def train(
         seed=seed,
         on_epoch=on_epoch,
     )
-    metadata = {"seed": seed, "epochs_run": len(result.losses), "best_epoch": result.best_epoch}
+    metadata: dict[str, Any] = {
+        "seed": seed,
+        "epochs_run": len(result.losses),
+        "best_epoch": result.best_epoch,
+    }
+    if result.scaling_losses:  # "auto" scaling: each scaling's best validation loss
+        metadata["scaling_validation_losses"] = result.scaling_losses
     save_model(
         result.model, model_dir, hyperparameters=config.to_hyperparameters(), metadata=metadata
     )

@@ -173,6 +173,8 @@ def run_deepar(
     assert fc.quantiles is not None
     info = {
         "hyperparameters": hyperparameters,
+        "scaling": result.model.spec.scaling,
+        "scaling_validation_losses": {k: round(v, 5) for k, v in result.scaling_losses.items()},
         "seed": args.seed,
         "min_past": "context_length" if args.min_past is None else args.min_past,
         "epochs_run": len(result.losses),

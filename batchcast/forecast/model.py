@@ -10,11 +10,20 @@ Unlike GluonTS, a model without categorical features has no embedding at all and
 no static real features (SageMaker's record format has none): GluonTS's dummy inputs (a 1x1
 embedding of cat=0 and a static real of 0.0) are constants, so the importer folds them into
 the LSTM bias and the two networks compute the same function.
+
+Scaling (``ModelSpec.scaling``): GluonTS divides each window by its context's mean absolute
+value (``"mean"``). A trending series whose level is large against its movements then reaches
+the network as values all near 1, and the trained network pulls its forecasts towards the
+context's mean. ``"std"`` feeds ``(y - mean) / std`` of the context instead and shifts the
+distribution back by the mean; batchcast's trainer uses it by default for location families
+(``DeepARConfig.scaling``). Models imported from GluonTS, and those saved without the field,
+are ``"mean"``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -22,7 +31,38 @@ from torch import nn
 from batchcast.forecast.config import ModelSpec
 from batchcast.forecast.likelihoods import Likelihood, get_likelihood
 
-__all__ = ["DeepAR", "state_shapes"]
+__all__ = ["DeepAR", "WindowScale", "state_shapes"]
+
+# "std" scaling's floor on the standard deviation, relative to the context's mean absolute
+# value: a flat context (variance 0) is scaled by 0.1% of its level, not by ~0.
+_STD_FLOOR = 1e-3
+
+
+@dataclass(frozen=True)
+class WindowScale:
+    """How each window's targets map to the network's units: ``z = (y - loc) / scale``.
+
+    Attributes:
+        scale: (B, 1), at least the spec's ``minimum_scale``.
+        loc: (B, 1) for ``"std"`` scaling; None for ``"mean"`` (GluonTS's: ``z = y / scale``,
+            computed as exactly that, so mean-scaled models keep their bytes).
+    """
+
+    scale: torch.Tensor
+    loc: torch.Tensor | None = None
+
+    def normalize(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, n) targets -> the network's units."""
+        return y / self.scale if self.loc is None else (y - self.loc) / self.scale
+
+    def centre(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, n) targets less the location: what a likelihood scored with ``scale`` reads."""
+        return y if self.loc is None else y - self.loc
+
+    def rows(self, paths: int) -> WindowScale:
+        """Each window's scale repeated for its ``paths`` sample paths (row ``b * S + k``)."""
+        loc = None if self.loc is None else self.loc.repeat_interleave(paths, dim=0)
+        return WindowScale(self.scale.repeat_interleave(paths, dim=0), loc)
 
 
 def state_shapes(spec: ModelSpec) -> Iterator[tuple[str, tuple[int, ...]]]:
@@ -74,18 +114,21 @@ class DeepAR(nn.Module):
 
     # -- pieces shared by training and sampling ------------------------------------------------
 
-    def scale(self, past_target: torch.Tensor, past_observed: torch.Tensor) -> torch.Tensor:
-        """Mean absolute value of the observed context (GluonTS's MeanScaler).
+    def scaling(self, past_target: torch.Tensor, past_observed: torch.Tensor) -> WindowScale:
+        """The window's scale (and location) from its observed context.
+
+        ``"mean"``: the mean absolute value (GluonTS's MeanScaler). ``"std"``: the mean, and
+        the standard deviation floored at ``_STD_FLOOR`` times the mean absolute value.
 
         Args:
             past_target: (B, L); past_observed: (B, L) 0/1.
 
         Returns:
-            (B, 1) scale >= ``minimum_scale``. A context with no observed point gets
-            ``spec.default_scale``, or (when None, as GluonTS) the batch-wide mean.
+            scale (B, 1) >= ``minimum_scale``. A context with no observed point gets
+            ``spec.default_scale`` (or, when None, as GluonTS, the batch-wide mean) and loc 0.
         """
         if not self.likelihood.scaled:
-            return torch.ones_like(past_target[:, :1])
+            return WindowScale(torch.ones_like(past_target[:, :1]))
         c = self.spec.context_length
         target, observed = past_target[:, -c:], past_observed[:, -c:]
         num = (target * observed).abs().sum(dim=1, keepdim=True)  # (B, 1)
@@ -95,8 +138,17 @@ class DeepAR(nn.Module):
             default = torch.full_like(scale, self.spec.default_scale)
         else:
             default = num.sum() / count.sum().clamp_min(1.0)
-        scale = torch.where(count > 0, scale, default)
-        return scale.clamp_min(self.spec.minimum_scale)
+        if self.spec.scaling == "mean":
+            scale = torch.where(count > 0, scale, default)
+            return WindowScale(scale.clamp_min(self.spec.minimum_scale))
+        loc = (target * observed).sum(dim=1, keepdim=True) / count.clamp_min(1.0)
+        var = (((target - loc) * observed) ** 2).sum(dim=1, keepdim=True) / count.clamp_min(1.0)
+        std = (var + (_STD_FLOOR * scale) ** 2).sqrt()
+        seen = count > 0
+        return WindowScale(
+            torch.where(seen, std, default).clamp_min(self.spec.minimum_scale),
+            torch.where(seen, loc, torch.zeros_like(loc)),
+        )
 
     def static_features(self, cat: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """``[embeddings..., log(scale)]``: cat (B, n_cat) int64, scale (B, 1) -> (B, E + 1)."""
@@ -132,7 +184,7 @@ class DeepAR(nn.Module):
         covariates: torch.Tensor,
         cat: torch.Tensor,
         future_target: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+    ) -> tuple[torch.Tensor, WindowScale, tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
         """Unroll the LSTM over the context (and, in training, the teacher-forced future).
 
         Args:
@@ -145,18 +197,18 @@ class DeepAR(nn.Module):
             params: (B, n, num_args), the distribution of positions ``max_lag .. max_lag + n - 1``
                 (``n = C`` at inference: the last one is the first forecast step; ``C + P - 1``
                 in training).
-            scale: (B, 1).
+            scale: the windows' :class:`WindowScale`.
             state: the LSTM's final ``(h, c)``, each (num_layers, B, num_cells).
             static: (B, E + 1), reused by the sampler.
         """
-        scale = self.scale(past_target, past_observed)
-        static = self.static_features(cat, scale)
+        scale = self.scaling(past_target, past_observed)
+        static = self.static_features(cat, scale.scale)
         if future_target is None:
-            z = past_target / scale  # (B, L)
+            z = scale.normalize(past_target)  # (B, L)
             covariates = covariates[:, : self.spec.context_length]
         else:
-            z = torch.cat((past_target, future_target[:, :-1]), dim=1) / scale  # (B, L + P - 1)
-        x = self.rnn_input(z, static, covariates, first=self.spec.max_lag)
+            z = scale.normalize(torch.cat((past_target, future_target[:, :-1]), dim=1))
+        x = self.rnn_input(z, static, covariates, first=self.spec.max_lag)  # z: (B, L [+ P - 1])
         output, state = self.rnn(x)  # (B, n, H)
         params = self.likelihood.domain_map(self.head(output))
         return params, scale, state, static
@@ -178,6 +230,6 @@ class DeepAR(nn.Module):
         first = self.spec.max_lag
         target = torch.cat((past_target, future_target), dim=1)[:, first:]  # (B, C + P - 1)
         weight = torch.cat((past_observed, future_observed), dim=1)[:, first:]
-        nll = self.likelihood.nll(params, target, scale)  # (B, C + P - 1)
+        nll = self.likelihood.nll(params, scale.centre(target), scale.scale)  # (B, C + P - 1)
         per_series = (nll * weight).sum(dim=1) / weight.sum(dim=1).clamp_min(1.0)
         return per_series.mean()

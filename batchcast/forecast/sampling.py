@@ -171,23 +171,23 @@ def sample_paths(
     kernel = lstm_kernel() if device.type == "cpu" else None
 
     params, scale, (h0, c0), static = model(past_target, past_observed, covariates, cat)
-    rows_scale = scale.repeat_interleave(s, dim=0).squeeze(1)  # (B*S,)
+    rows = scale.rows(s)  # (B*S, 1)
     # Step-major (P, N): a step writes contiguous rows, and lags gather whole rows.
     samples = torch.empty(p, n, dtype=past_target.dtype, device=device)
-    scaled = torch.empty_like(samples)  # draws / scale: what later steps read as lags
-    first = lik.sample(params[:, -1].repeat_interleave(s, dim=0), rows_scale, generator)
-    samples[0] = first
-    scaled[0] = first / rows_scale
-    if p == 1:
-        return samples.t().contiguous().view(b, s, p)
+    scaled = torch.empty_like(samples)  # draws in the network's units: what lags read
     state = _State(
         h=[x.repeat_interleave(s, dim=0) for x in h0.unbind(0)],  # layer -> (B*S, H)
         c=[x.repeat_interleave(s, dim=0) for x in c0.unbind(0)],
         samples=samples,
         scaled=scaled,
-        rows_scale=rows_scale,
+        rows_scale=rows.scale.squeeze(1),
+        rows_loc=None if rows.loc is None else rows.loc.squeeze(1),
     )
-    z_past = past_target / scale
+    first = lik.sample(params[:, -1].repeat_interleave(s, dim=0), state.rows_scale, generator)
+    state.store(first, 0)
+    if p == 1:
+        return samples.t().contiguous().view(b, s, p)
+    z_past = scale.normalize(past_target)
     if kernel is None:
         _steps_torch(model, state, z_past, static, covariates, b, s, generator)
     else:
@@ -222,8 +222,19 @@ class _State:
     h: list[torch.Tensor]
     c: list[torch.Tensor]
     samples: torch.Tensor  # (P, N) draws in target units
-    scaled: torch.Tensor  # (P, N) draws / scale: what later steps read as lags
+    scaled: torch.Tensor  # (P, N) draws in the network's units: what later steps read as lags
     rows_scale: torch.Tensor  # (N,)
+    rows_loc: torch.Tensor | None  # (N,) for "std" scaling, None for "mean"
+
+    def store(self, draw: torch.Tensor, k: int) -> None:
+        """Step k's draws (N,) from the likelihood, which scales but does not shift them."""
+        if self.rows_loc is None:
+            self.samples[k] = draw
+            self.scaled[k] = draw / self.rows_scale
+            return
+        draw = draw + self.rows_loc
+        self.samples[k] = draw
+        self.scaled[k] = (draw - self.rows_loc) / self.rows_scale
 
 
 def _sampled_cols(model: DeepAR) -> list[torch.Tensor]:
@@ -238,10 +249,7 @@ def _draw(
 ) -> None:
     """Step k's draw for every row of the chunk at once (one generator call per kind of draw,
     in row order: the generator's unit of work is the chunk, never the tile)."""
-    lik = model.likelihood
-    draw = lik.draw(raw, state.rows_scale, gen)
-    state.samples[k] = draw
-    state.scaled[k] = draw / state.rows_scale
+    state.store(model.likelihood.draw(raw, state.rows_scale, gen), k)
 
 
 def _steps_torch(

@@ -21,10 +21,17 @@ The rule (GluonTS's ``DeepAREstimator`` defaults where SageMaker's documentation
 * **Optimisation.** Adam at ``learning_rate``, gradients clipped at norm 10, and the learning
   rate halved after ``LR_PATIENCE`` epochs without a better validation loss
   (``ReduceLROnPlateau``, GluonTS's schedule).
+* **Scaling.** With ``scaling`` "auto" and a location-family likelihood, one network is
+  trained per scaling ("mean", then "std"; :data:`~batchcast.forecast.config.SCALINGS`), each
+  from the same seed as if it were the only one, and the one with the lower best validation
+  loss is kept (the validation loss is the NLL in the series' own units, so the two compare).
+  When no series is long enough to hold out (``validation_split``), only "mean" (GluonTS's)
+  is trained. Neither scaling is better everywhere (``DeepARConfig.scaling``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -40,7 +47,11 @@ from batchcast.forecast.features import build_windows, lags_for_frequency, time_
 from batchcast.forecast.model import DeepAR
 from batchcast.forecast.sampling import forecast
 from batchcast.forecast.series import SeriesBatch
-from batchcast.forecast.windows import WindowSampler, validation_split
+from batchcast.forecast.windows import (
+    WindowSampler,
+    validation_candidates,
+    validation_split,
+)
 
 __all__ = [
     "GRADIENT_CLIP",
@@ -78,6 +89,7 @@ class EpochReport:
     best: bool
     validation_loss: float | None = None
     learning_rate: float = 0.0
+    scaling: str | None = None  # the network's scaling, when a run trains one per scaling
 
 
 @dataclass
@@ -96,6 +108,8 @@ class TrainResult:
     validation_losses: list[float] = field(default_factory=list)
     steps_per_epoch: int = 0
     validation_series: int = 0
+    # scaling -> best validation loss, for every scaling tried when more than one was
+    scaling_losses: dict[str, float] = field(default_factory=dict)
 
 
 def batches_per_epoch(num_series: int, mini_batch_size: int) -> int:
@@ -109,6 +123,7 @@ def make_spec(
     cardinality: tuple[int, ...],
     num_dynamic_feat: int,
     default_scale: float | None,
+    scaling: str = "mean",
 ) -> ModelSpec:
     """The model signature for ``config`` with the data-dependent choices resolved."""
     return ModelSpec(
@@ -125,6 +140,7 @@ def make_spec(
         dropout_rate=config.dropout_rate,
         likelihood=config.likelihood,
         default_scale=default_scale,
+        scaling=scaling,
     )
 
 
@@ -171,7 +187,8 @@ def _horizon_loss(model: DeepAR, chunks: list[dict[str, torch.Tensor]]) -> float
         params, scale, _, _ = model(
             t["past_target"], t["past_observed"], t["covariates"], t["cat"], t["future_target"]
         )
-        nll = model.likelihood.nll(params[:, -p:], t["future_target"], scale)  # (B, P)
+        future = scale.centre(t["future_target"])
+        nll = model.likelihood.nll(params[:, -p:], future, scale.scale)  # (B, P)
         total += float((nll * t["future_observed"]).sum())
         weight += float(t["future_observed"].sum())
     return total / max(weight, 1.0)
@@ -207,7 +224,8 @@ def train_model(
             rule; 1: any split point, GluonTS's sampler). For experiments.
 
     Returns:
-        The network with the best epoch's weights, in eval mode, and the loss history.
+        The network with the best epoch's weights, in eval mode, and the loss history (of
+        the scaling kept, when several were tried).
 
     Raises:
         ConfigError: if no series is long enough to hold a training window.
@@ -218,15 +236,55 @@ def train_model(
             f"no training series has more than prediction_length={p} points; "
             "each needs at least prediction_length + 1"
         )
+    candidates = config.scaling_candidates
+    if validation_candidates(batch.lengths, p).size == 0:
+        candidates = candidates[:1]  # nothing to hold out, so nothing to choose by: "mean"
+    default_scale = _typical_scale(batch)
+    results = []
+    for scaling in candidates:
+        spec = make_spec(
+            config,
+            cardinality=cardinality,
+            num_dynamic_feat=num_dynamic_feat,
+            default_scale=default_scale,
+            scaling=scaling,
+        )
+        report = on_epoch
+        if on_epoch is not None and len(candidates) > 1:
+            report = _labelled(on_epoch, scaling)
+        results.append(_fit(config, batch, spec, seed, torch.device(device), report, min_past))
+    result = min(results, key=_choice_loss)  # the first ("mean") on a tie
+    if len(results) > 1:
+        result.scaling_losses = {r.model.spec.scaling: _choice_loss(r) for r in results}
+    if test is not None:
+        result.metrics = evaluate(result.model, test, config, seed=seed)
+    return result
+
+
+def _choice_loss(result: TrainResult) -> float:
+    """The loss the scaling choice compares: the best validation loss (inf without one)."""
+    return min(result.validation_losses, default=math.inf)
+
+
+def _labelled(
+    on_epoch: Callable[[EpochReport], None], scaling: str
+) -> Callable[[EpochReport], None]:
+    return lambda report: on_epoch(dataclasses.replace(report, scaling=scaling))
+
+
+def _fit(
+    config: DeepARConfig,
+    batch: SeriesBatch,
+    spec: ModelSpec,
+    seed: int,
+    dev: torch.device,
+    on_epoch: Callable[[EpochReport], None] | None,
+    min_past: int | None,
+) -> TrainResult:
+    """One network for ``spec``, trained by the module's rule from ``seed``."""
+    p = config.prediction_length
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    spec = make_spec(
-        config,
-        cardinality=cardinality,
-        num_dynamic_feat=num_dynamic_feat,
-        default_scale=_typical_scale(batch),
-    )
-    dev = torch.device(device)
     model = DeepAR(spec).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -294,7 +352,7 @@ def train_model(
             break
     model.load_state_dict(best_state)
     model.eval()
-    result = TrainResult(
+    return TrainResult(
         model=model,
         losses=losses,
         best_epoch=best_epoch,
@@ -302,9 +360,6 @@ def train_model(
         steps_per_epoch=steps,
         validation_series=int(held_out.series.size),
     )
-    if test is not None:
-        result.metrics = evaluate(model, test, config, seed=seed)
-    return result
 
 
 def _withhold(batch: SeriesBatch, horizon: int) -> tuple[SeriesBatch, np.ndarray]:

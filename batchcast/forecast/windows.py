@@ -26,7 +26,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MAX_VALIDATION_SERIES", "ValidationSplit", "WindowSampler", "validation_split"]
+__all__ = [
+    "MAX_VALIDATION_SERIES",
+    "ValidationSplit",
+    "WindowSampler",
+    "validation_candidates",
+    "validation_split",
+]
 
 # Enough windows for a validation loss whose noise is well below the differences between
 # epochs; more only costs time (the split is evaluated after every epoch).
@@ -48,6 +54,12 @@ class ValidationSplit:
     train_end: np.ndarray
 
 
+def validation_candidates(lengths: np.ndarray, prediction_length: int) -> np.ndarray:
+    """The series that can hold out their last ``prediction_length`` points and still have a
+    training window (``length > 2 * prediction_length``), as indices."""
+    return np.flatnonzero(np.asarray(lengths, dtype=np.int64) > 2 * prediction_length)
+
+
 def validation_split(
     lengths: np.ndarray, prediction_length: int, rng: np.random.Generator
 ) -> ValidationSplit:
@@ -66,7 +78,7 @@ def validation_split(
         The split; empty when no series qualifies.
     """
     lengths = np.asarray(lengths, dtype=np.int64)
-    candidates = np.flatnonzero(lengths > 2 * prediction_length)
+    candidates = validation_candidates(lengths, prediction_length)
     if candidates.size > MAX_VALIDATION_SERIES:
         candidates = np.sort(rng.choice(candidates, MAX_VALIDATION_SERIES, replace=False))
     train_end = lengths.copy()

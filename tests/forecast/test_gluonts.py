@@ -192,13 +192,13 @@ def _batchcast_unroll(model: Any, batch: SeriesBatch) -> dict[str, torch.Tensor]
             past_target, past_observed, covariates, torch.from_numpy(w.cat)
         )
         x = model.rnn_input(
-            past_target / scale, static, covariates[:, : spec.context_length], spec.max_lag
+            past_target / scale.scale, static, covariates[:, : spec.context_length], spec.max_lag
         )
     return {
         "past_target": past_target,
         "past_observed": past_observed,
         "x": x,  # (B, C, D_batchcast)
-        "scale": scale,
+        "scale": scale.scale,
         "params": params,
         "h": h,
         "c": c,

@@ -202,7 +202,7 @@ def _scale_inputs() -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_scale_uses_context_only_and_batch_default(make_model: Callable[..., DeepAR]) -> None:
     model = make_model(lags=(1, 2, 3), context_length=4, default_scale=None)
-    scale = model.scale(*_scale_inputs())
+    scale = model.scaling(*_scale_inputs()).scale
     assert scale.shape == (3, 1)
     # the all-NaN context gets the batch's sum|y| / count over all contexts: (9 + 0) / (3 + 4)
     expected = torch.tensor([[3.0], [9.0 / 7.0], [1e-10]])
@@ -211,13 +211,15 @@ def test_scale_uses_context_only_and_batch_default(make_model: Callable[..., Dee
 
 def test_scale_spec_default(make_model: Callable[..., DeepAR]) -> None:
     model = make_model(lags=(1, 2, 3), context_length=4, default_scale=7.5)
-    scale = model.scale(*_scale_inputs())
+    scale = model.scaling(*_scale_inputs()).scale
     torch.testing.assert_close(scale, torch.tensor([[3.0], [7.5], [1e-10]]))
 
 
 def test_beta_is_unscaled(make_model: Callable[..., DeepAR]) -> None:
     model = make_model(likelihood="beta", lags=(1, 2, 3), context_length=4)
-    assert torch.equal(model.scale(*_scale_inputs()), torch.ones(3, 1))
+    scale = model.scaling(*_scale_inputs())
+    assert torch.equal(scale.scale, torch.ones(3, 1))
+    assert scale.loc is None
 
 
 def test_all_zero_context_forecasts_about_zero(make_model: Callable[..., DeepAR]) -> None:
@@ -421,18 +423,24 @@ needs_kernel = pytest.mark.skipif(
 
 
 @needs_kernel
-@pytest.mark.parametrize(("num_cells", "num_layers", "num_samples"), [(8, 2, 12), (13, 3, 7)])
+@pytest.mark.parametrize(
+    ("num_cells", "num_layers", "num_samples", "scaling"),
+    [(8, 2, 12, "mean"), (13, 3, 7, "std")],
+)
 def test_tile_rows_never_change_output_bytes(
     num_cells: int,
     num_layers: int,
     num_samples: int,
+    scaling: str,
     make_model: Callable[..., DeepAR],
     make_batch: Callable[..., SeriesBatch],
 ) -> None:
     """Rows per physical step is a speed knob: tiles of whole series, of parts of a series and
     the untiled chunk give the same bytes for the same seed (13 cells: rows not a multiple of
     the vector width; 7 samples: series straddle tile boundaries)."""
-    model = make_model(num_cells=num_cells, num_layers=num_layers, prediction_length=5)
+    model = make_model(
+        num_cells=num_cells, num_layers=num_layers, prediction_length=5, scaling=scaling
+    )
     batch = make_batch(prediction_length=5)
     config = InferenceConfig.from_mapping(
         {"num_samples": num_samples, "output_types": ["samples", "mean", "quantiles"]}

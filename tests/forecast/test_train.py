@@ -54,6 +54,9 @@ def _config(**overrides: Any) -> DeepARConfig:
         "num_layers": 1,
         "mini_batch_size": 8,
         "learning_rate": 1e-2,
+        # one network: these tests pin the trainer's rule (tests/forecast/test_scaling.py
+        # covers "auto", which trains one per scaling)
+        "scaling": "mean",
     }
     return DeepARConfig(**{**fields, **overrides})
 
@@ -372,6 +375,10 @@ def test_api_train_writes_model_and_metrics(channels: tuple[Path, Path], tmp_pat
     assert orjson.loads((model_dir / METRICS_NAME).read_bytes()) == result.metrics
     loaded = load_model(str(model_dir))
     assert _same_weights(loaded.model, result.model)
+    # "auto" scaling (the default): both networks' validation losses, the kept one the lower
+    losses = loaded.metadata["scaling_validation_losses"]
+    assert set(losses) == {"mean", "std"}
+    assert loaded.spec.scaling == min(losses, key=losses.__getitem__)
     assert loaded.spec.freq == "H"
     assert loaded.spec.context_length == C
     assert loaded.hyperparameters is not None
