@@ -51,6 +51,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         on_epoch=bar,
     )
     bar.close()
+    if result.scaling_losses:  # "auto" trained one network per scaling: say which one is kept
+        kept = result.model.spec.scaling
+        losses = ", ".join(f"{k} {v:.4f}" for k, v in result.scaling_losses.items())
+        print(f"kept the {kept}-scaled network (validation loss: {losses})", file=sys.stderr)
     for name, value in result.metrics.items():
         print(f"#{name}: {value:.6f}")  # SageMaker's metric log format
     print(f"model saved to {args.model_dir}", file=sys.stderr)

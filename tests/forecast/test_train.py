@@ -419,9 +419,12 @@ def test_cli_train(channels: tuple[Path, Path], tmp_path: Path) -> None:
     assert names == METRIC_KEYS
     for line in metric_lines:
         assert math.isfinite(float(line.rsplit(":", 1)[1]))
-    assert "epoch 1/2" in run.stderr
-    assert "epoch 2/2" in run.stderr
+    # "auto" scaling: both networks' epochs, labelled, and which one was kept
+    for scaling in ("mean", "std"):
+        assert f"{scaling} scaling: epoch 1/2" in run.stderr
+        assert f"{scaling} scaling: epoch 2/2" in run.stderr
     loaded = load_model(str(model_dir))
+    assert f"kept the {loaded.spec.scaling}-scaled network (validation loss: mean " in run.stderr
     assert loaded.spec.prediction_length == P
     written = orjson.loads((model_dir / METRICS_NAME).read_bytes())
     printed = {line.rsplit(":", 1)[0][1:]: float(line.rsplit(":", 1)[1]) for line in metric_lines}
