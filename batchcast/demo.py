@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from batchcast.api import EpochReport, train, transform
+from batchcast.api import train, transform
 from batchcast.synthetic import synthetic_records, write_jsonl
 
 __all__ = ["run_demo"]
@@ -22,12 +22,6 @@ HYPERPARAMETERS = {
     "num_cells": "40",
     "num_layers": "2",
 }
-
-
-def _epoch_line(report: EpochReport) -> str:
-    # "auto" scaling trains one network per scaling; say whose epoch this is
-    label = f"{report.scaling} scaling: " if report.scaling else ""
-    return f"{label}epoch {report.epoch}/{report.epochs} loss {report.loss:.3f}"
 
 
 def run_demo(root: Path, *, workers: int | None = None) -> Path:
@@ -46,7 +40,9 @@ def run_demo(root: Path, *, workers: int | None = None) -> Path:
         hyperparameters=HYPERPARAMETERS,
         model_dir=model_dir,
         test=str(train_file),
-        on_epoch=lambda r: print(f"  {_epoch_line(r)}", file=log),
+        on_epoch=lambda r: print(
+            f"  {r.label}epoch {r.epoch}/{r.epochs} loss {r.loss:.3f}", file=log
+        ),
     )
     print(f"trained {model_dir}", file=log)
     output = root / "output"

@@ -91,6 +91,12 @@ class EpochReport:
     learning_rate: float = 0.0
     scaling: str | None = None  # the network's scaling, when a run trains one per scaling
 
+    @property
+    def label(self) -> str:
+        """The prefix of this epoch's progress line: whose epoch it is (``"std scaling: "``)
+        when a run trains one network per scaling, else empty."""
+        return f"{self.scaling} scaling: " if self.scaling else ""
+
 
 @dataclass
 class TrainResult:

@@ -144,10 +144,8 @@ class EpochBar:
         if self.quiet:
             return
         mark = " *" if report.best else ""  # * = best epoch so far (kept with early stopping)
-        # "auto" scaling trains one network per scaling: each line says whose epoch it is
-        label = f"{report.scaling} scaling: " if getattr(report, "scaling", None) else ""
         line = (
-            f"{label}epoch {report.epoch}/{report.epochs}  loss {report.loss:.4f}  "
+            f"{report.label}epoch {report.epoch}/{report.epochs}  loss {report.loss:.4f}  "
             f"{report.seconds:.1f}s{mark}"
         )
         if report.epoch == 1:
