@@ -1,7 +1,9 @@
 """The baselines batchcast is compared with, on the same weights and the same JSON Lines input.
 
 Question: how fast does the default work unit run end to end (read JSON lines, forecast,
-write mean + 9 quantiles as JSON) in each baseline's best configuration?
+write mean + 9 quantiles as JSON) in each baseline's best configuration? Each is swept over
+batch size and threads in one process, then run as several one-thread processes released
+together (:mod:`benchmarks.parallel`), and the fastest is its best.
 
 * ``gluonts``: GluonTS's own ``PyTorchPredictor.predict`` on a ``ListDataset``, mean and
   quantiles from its ``SampleForecast``, encoded with orjson: the reference implementation,
@@ -56,6 +58,7 @@ from benchmarks.common import (
     reset_peak_rss,
 )
 from benchmarks.data import DataSpec, ensure_jsonl
+from benchmarks.parallel import measure_part, process_counts, run_parts
 
 __all__ = [
     "DEFAULT_WORKDIR",
@@ -266,14 +269,20 @@ def _sweep_and_measure(
     args: argparse.Namespace,
 ) -> None:
     """Warm up and time every config on ``--sweep-series`` lines, then the best one on
-    ``--series`` lines; one JSON line each (the last has ``"final": true``)."""
+    ``--series`` lines; one JSON line each (the last has ``"final": true``). As one part
+    of several processes (``--part``): only the one config, on its slice
+    (:mod:`benchmarks.parallel`)."""
+    if args.part:
+        measure_part(BENCHMARK, name, configs[0], prepare(configs[0]), args)
+        return
     out = Path(tempfile.gettempdir()) / f"batchcast-bench-{name}-{os.getpid()}.jsonl"
     best: tuple[float, dict[str, Any]] | None = None
     for config in configs:
         run = prepare(config)
         _timed(run, args.input, args.warmup_series, out)
         result = _timed(run, args.input, args.sweep_series, out)
-        emit(BENCHMARK, f"{name} sweep", {"baseline": name, **config, "sweep": True, **result})
+        record = {"baseline": name, **config, "processes": 1, "sweep": True, **result}
+        emit(BENCHMARK, f"{name} sweep", record)
         if best is None or result["series_per_s"] > best[0]:
             best = (result["series_per_s"], config)
     assert best is not None  # configs is never empty
@@ -281,7 +290,7 @@ def _sweep_and_measure(
     run = prepare(config)
     _timed(run, args.input, args.warmup_series, out)
     result = _timed(run, args.input, args.series, out)
-    emit(BENCHMARK, name, {"baseline": name, **config, "final": True, **result})
+    emit(BENCHMARK, name, {"baseline": name, **config, "processes": 1, "final": True, **result})
 
 
 def _gluonts_child(args: argparse.Namespace) -> None:
@@ -413,9 +422,11 @@ def run_gluonts(
         threads=threads,
     )
     arguments += ["--predictor", str(models.predictor_dir), "--freq", freq]
-    arguments += ["--batch-sizes", ",".join(map(str, batch_sizes))]
     env = {"MALLOC_TOP_PAD_": TOP_PAD} if top_pad else {}
-    return _child("gluonts", arguments, env=env)
+    records = _child(
+        "gluonts", [*arguments, "--batch-sizes", ",".join(map(str, batch_sizes))], env=env
+    )
+    return _with_processes("gluonts", records, arguments, env)
 
 
 def run_single_record(
@@ -436,14 +447,54 @@ def run_single_record(
         threads=threads,
     )
     arguments += ["--model", str(models.model_dir)]
-    return _child("single-record", arguments)
+    return _with_processes("single-record", _child("single-record", arguments), arguments, {})
+
+
+def _with_processes(
+    kind: str, records: list[dict[str, Any]], arguments: list[str], env: dict[str, str]
+) -> list[dict[str, Any]]:
+    """``records`` (a one-process child's sweep and final) plus each multi-process
+    configuration that uses every core the sweep did (:func:`benchmarks.parallel.process_counts`),
+    each with the batch size that was fastest at its thread count; the fastest final of all
+    last, marked ``"best": true`` (what ratios are taken against)."""
+    sweep = [r for r in records if r.get("sweep")]
+    cores = max(r["threads"] for r in sweep)
+    finals = [r for r in records if r.get("final")]
+    for processes in process_counts(cores):
+        threads = cores // processes
+        candidates = [r for r in sweep if r["threads"] == threads]
+        if not candidates:
+            continue
+        batch = max(candidates, key=lambda r: r["series_per_s"])["batch_size"]
+        config = {k: v for k, v in finals[0].items() if k in {"malloc_top_pad"}}
+        config.update(batch_size=batch, threads=threads)
+        fixed = _replace_flag(arguments, "--threads", str(threads))
+        if kind == "gluonts":
+            fixed += ["--batch-sizes", str(batch)]
+        finals.append(run_parts(BENCHMARK, kind, fixed, config, processes, env=env))
+    fastest = max(finals, key=lambda r: r["series_per_s"])
+    fields = {k: v for k, v in fastest.items() if k not in {"benchmark", "case", "date", "machine"}}
+    one_process = finals[0]["series_per_s"]  # the child's own final: one process
+    best = emit(
+        BENCHMARK, f"{kind} best", {**fields, "best": True, "one_process_series_per_s": one_process}
+    )
+    return [*records, *finals[1:], best]
+
+
+def _replace_flag(arguments: list[str], flag: str, value: str) -> list[str]:
+    out = list(arguments)
+    out[out.index(flag) + 1] = value
+    return out
 
 
 def describe(record: Any) -> str:
     """A RESULTS.md cell for a final baseline line."""
+    processes = record.get("processes", 1)
     return (
         f"{record['series_per_s']:.1f} series/s ({record['series']} series; batch "
-        f"{record['batch_size']}, {record['threads']} thread(s)"
+        f"{record['batch_size']}, "
+        + (f"{processes} processes x " if processes > 1 else "")
+        + f"{record['threads']} thread(s)"
         + (", MALLOC_TOP_PAD_" if record.get("malloc_top_pad") else "")
         + f"), peak RSS {record['peak_rss_mb']:.0f} MB"
     )
@@ -528,6 +579,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     child.add_argument("--sweep-series", type=count, help=argparse.SUPPRESS)
     child.add_argument("--warmup-series", type=count, help=argparse.SUPPRESS)
     child.add_argument("--threads", type=int_list, help=argparse.SUPPRESS)
+    child.add_argument("--part", help=argparse.SUPPRESS)
     child.add_argument("--batch-sizes", type=int_list, help=argparse.SUPPRESS)
     child.add_argument("--predictor", type=Path, help=argparse.SUPPRESS)
     child.add_argument("--model", type=Path, help=argparse.SUPPRESS)

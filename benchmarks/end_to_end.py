@@ -16,9 +16,11 @@ worker count (``--workers``, default 1 .. cores), one ``batchcast.api.transform`
   ``--rss-interval`` seconds while the job runs (the actors exit when it ends, so growth in
   the last interval can be missed). Ray's own daemons (raylet, GCS, object-store shared
   memory) are not counted;
-* ratios: to the tuned GluonTS baseline and the single-record baseline (see
-  ``benchmarks.baselines``; same weights, run first, on the first ``--baseline-series``
-  lines of the smallest input) and to 1 worker on the same input.
+* ratios: to the tuned GluonTS baseline and the single-record baseline, each in its best
+  configuration over batch size, threads and processes (see ``benchmarks.baselines``; same
+  weights, run first, on the first ``--baseline-series`` lines of the smallest input), to
+  GluonTS's best as one process (``vs_gluonts_one_process``, the comparison issue 11 first
+  stated), and to 1 worker on the same input.
 
 Ray is started once (``ray_init_s`` reported apart, ``address="local"`` unless ``RAY_ADDRESS``
 or ``--ray-address`` is set) and warmed up with one small transform; every case then runs on
@@ -284,6 +286,7 @@ def describe(record: Mapping[str, Any]) -> str:
         parts.append(f"worker {record['worker_peak_rss_mb']:.0f} MB")
     for key, label in (
         ("vs_gluonts_tuned", "GluonTS tuned"),
+        ("vs_gluonts_one_process", "GluonTS as one process"),
         ("vs_single_record", "single-record"),
         ("vs_1_worker", "1 worker"),
     ):
@@ -410,9 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             fields: dict[str, Any] = {"size": n, "workers": workers, **result}
             if args.repeats > 1:
                 fields["series_per_s_runs"] = [r["series_per_s"] for r in runs]
-            if gluonts and single:
-                fields["vs_gluonts_tuned"] = result["series_per_s"] / gluonts["series_per_s"]
-                fields["vs_single_record"] = result["series_per_s"] / single["series_per_s"]
+            fields.update(_vs_baselines(result["series_per_s"], gluonts, single))
             if (n, 1) in by_case:
                 fields["vs_1_worker"] = result["series_per_s"] / by_case[n, 1]["series_per_s"]
             fields["input"] = str(inputs[n])
@@ -429,16 +430,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         for n in sizes:
             out = args.workdir / "out" / f"n{n}-local"
             result = _run_local_case(models.model_dir, inputs[n], out, workers=most, args=args)
+            result.update(_vs_baselines(result["series_per_s"], gluonts, single))
             if gluonts:
-                result["vs_gluonts_tuned"] = result["series_per_s"] / gluonts["series_per_s"]
                 fields["ratios"][f"size={n} local / gluonts tuned"] = result["vs_gluonts_tuned"]
-            if single:
-                result["vs_single_record"] = result["series_per_s"] / single["series_per_s"]
+                fields["ratios"][f"size={n} local / gluonts one process"] = result[
+                    "vs_gluonts_one_process"
+                ]
             records.append(emit(BENCHMARK, f"size={n} workers={most} local", result))
     records.append(emit(BENCHMARK, "ratios", fields))
     if args.append_results:
         append_results(args.append_results, records, describe)
     return 0
+
+
+def _vs_baselines(
+    rate: float, gluonts: Mapping[str, Any] | None, single: Mapping[str, Any] | None
+) -> dict[str, float]:
+    """``rate`` over each baseline's best configuration (``vs_gluonts_tuned``,
+    ``vs_single_record``), and over GluonTS's best as one process (the comparison issue 11
+    first stated; the best may be several processes, see ``benchmarks.parallel``)."""
+    out = {}
+    if gluonts:
+        out["vs_gluonts_tuned"] = rate / gluonts["series_per_s"]
+        one = gluonts.get("one_process_series_per_s") or gluonts["series_per_s"]
+        out["vs_gluonts_one_process"] = rate / one
+    if single:
+        out["vs_single_record"] = rate / single["series_per_s"]
+    return out
 
 
 def _median_rate(runs: list[dict[str, Any]]) -> float:
