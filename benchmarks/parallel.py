@@ -77,7 +77,8 @@ def measure_part(
         run(_read_slice(args.input, 0, args.warmup_series), f)
     sys.stdout.buffer.write(_READY)
     sys.stdout.flush()
-    sys.stdin.readline()
+    if not sys.stdin.readline():  # the parent closed stdin without releasing us: aborted
+        return
     reset_peak_rss()
     lo, hi = part_slice(args.part, args.series)
     started_ns, t0 = time.time_ns(), time.perf_counter()
@@ -145,24 +146,34 @@ def run_parts(
     base = [sys.executable, "-m", "benchmarks.baselines", "--child", kind, *arguments]
     children = [_start([*base, "--part", f"{i}/{processes}"], env or {}) for i in range(processes)]
     try:
-        for child in children:
-            assert child.stdout is not None  # stdout=PIPE
-            _read_record(child.stdout, ready=True)
-        for child in children:  # released back to back: microseconds apart
-            assert child.stdin is not None  # stdin=PIPE
-            child.stdin.write(b"go\n")
-            child.stdin.flush()
-        parts = []
-        for child in children:
-            assert child.stdout is not None
-            parts.append(_read_record(child.stdout, ready=False))
-    finally:
-        for child in children:
-            if child.stdin is not None:
-                child.stdin.close()
-            if child.wait(timeout=600) != 0:
-                raise RuntimeError(f"a {kind} part failed (exit {child.returncode}): {base}")
+        parts = _release(children)
+    except BaseException:
+        for child in children:  # one failed: the others must not wait for a release
+            child.kill()
+            child.wait()
+        raise
+    for child in children:
+        if child.wait(timeout=600) != 0:
+            raise RuntimeError(f"a {kind} part failed (exit {child.returncode}): {base}")
     return _aggregate(benchmark, kind, config, processes, parts)
+
+
+def _release(children: list[subprocess.Popen[bytes]]) -> list[dict[str, Any]]:
+    """Wait until every child is ready, send ``go`` to all, and return their records."""
+    for child in children:
+        assert child.stdout is not None  # stdout=PIPE
+        _read_record(child.stdout, ready=True)
+    for child in children:  # released back to back: microseconds apart
+        assert child.stdin is not None  # stdin=PIPE
+        child.stdin.write(b"go\n")
+        child.stdin.flush()
+    parts = []
+    for child in children:
+        assert child.stdout is not None
+        assert child.stdin is not None
+        parts.append(_read_record(child.stdout, ready=False))
+        child.stdin.close()
+    return parts
 
 
 def _aggregate(
