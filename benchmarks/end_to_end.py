@@ -163,6 +163,8 @@ def _run_case(
     options: dict[str, Any] = {"workers": workers, "progress": False}
     if args.shard_mb:
         options["shard_mb"] = args.shard_mb
+    if args.precision != "fp32":
+        options["precision"] = args.precision
     reset_peak_rss()
     with WorkerPeaks(name, workers, args.rss_interval) as peaks:
         summary = transform(str(model_dir), str(input_path), str(out), name=name, **options)
@@ -205,6 +207,7 @@ def _measures(
         "mb_in_per_s": input_path.stat().st_size / seconds / 1e6,
         "mb_out_per_s": out_bytes / seconds / 1e6,
         "first_output_s": timings["first_output_s"],
+        "precision": args.precision,
         **extra,
         "worker_restarts": counts["worker_restarts"],
         # Summed over shards (all workers): where the workers' time went.
@@ -230,6 +233,7 @@ def _run_local_case(
     argv += ["--workers", str(workers)]
     if args.shard_mb:
         argv += ["--shard-mb", str(args.shard_mb)]
+    argv += ["--precision", args.precision]
     started = time.perf_counter()
     driver = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
     peaks = _process_tree_peaks(driver, args.rss_interval)
@@ -315,6 +319,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--shard-mb", type=float, default=None, help="shard size (None: batchcast's default)"
     )
     parser.add_argument("--rss-interval", type=float, default=0.5, help="worker RSS sampling (s)")
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="batchcast's GEMM precision (bf16: where the CPU has bf16 units; the baselines "
+        "stay fp32, so a bf16 ratio compares different arithmetic: say so beside it)",
+    )
     parser.add_argument(
         "--ray-address", default=None, help="None: RAY_ADDRESS, else a new local Ray"
     )
