@@ -466,8 +466,9 @@ def _with_processes(
         if not candidates:
             continue
         batch = max(candidates, key=lambda r: r["series_per_s"])["batch_size"]
-        config = {k: v for k, v in finals[0].items() if k in {"malloc_top_pad"}}
-        config.update(batch_size=batch, threads=threads)
+        config = {"batch_size": batch, "threads": threads}
+        if "malloc_top_pad" in finals[0]:  # GluonTS's children run with it, parts too (env)
+            config["malloc_top_pad"] = finals[0]["malloc_top_pad"]
         fixed = _replace_flag(arguments, "--threads", str(threads))
         if kind == "gluonts":
             fixed += ["--batch-sizes", str(batch)]
