@@ -12,7 +12,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from batchcast.errors import BatchcastError, ConfigError, ModelError, RecordError, ShardError
+from batchcast.errors import (
+    BatchcastError,
+    ConfigError,
+    ModelError,
+    RecordError,
+    ShardError,
+    TrainingError,
+)
 
 if TYPE_CHECKING:
     from batchcast.api import import_gluonts, predict, train, transform
@@ -46,6 +53,7 @@ __all__ = [
     "ModelSpec",
     "RecordError",
     "ShardError",
+    "TrainingError",
     "TransformJob",
     "__version__",
     "import_gluonts",

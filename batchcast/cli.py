@@ -157,13 +157,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DEBUG_ENV = "BATCHCAST_DEBUG"  # set (not "0"): an unexpected error shows its traceback
+_MAX_MESSAGE = 500  # an unexpected error's message (a C++ library's can run to pages)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status."""
+    """Run the CLI; returns the exit status.
+
+    Every failure reaches the user as one ``Type: message`` line on stderr: batchcast's own
+    errors, running out of memory (a network or batch too large for this machine), and, as a
+    last resort, anything unexpected (a bug, or a library's failure), whose traceback
+    ``BATCHCAST_DEBUG=1`` shows.
+    """
     args = build_parser().parse_args(argv)
     try:
         status: int = args.func(args)
     except BatchcastError as err:
         print(f"{type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print(
+            "MemoryError: out of memory; ask for less at once (mini_batch_size, num_cells, "
+            "shard or batch sizes) or use a machine with more memory",
+            file=sys.stderr,
+        )
+        return 1
+    except Exception as err:  # the last line of defence: one line, never a traceback
+        if os.environ.get(DEBUG_ENV, "0") not in ("", "0"):
+            raise
+        text = " ".join(str(err).split()) or "(no message)"
+        text = text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
+        hint = f"(set {DEBUG_ENV}=1 for the traceback)"
+        print(f"{type(err).__name__}: {text} {hint}", file=sys.stderr)
         return 1
     return status
 

@@ -16,7 +16,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["BatchcastError", "ConfigError", "ModelError", "RecordError", "ShardError"]
+__all__ = [
+    "BatchcastError",
+    "ConfigError",
+    "ModelError",
+    "RecordError",
+    "ShardError",
+    "TrainingError",
+]
 
 
 class BatchcastError(Exception):
@@ -52,6 +59,11 @@ class ModelError(BatchcastError):
 
 class ShardError(BatchcastError):
     """A shard could not be read or processed."""
+
+
+class TrainingError(BatchcastError):
+    """Training produced no usable network (its loss became NaN or infinite before any
+    epoch finished well); the message says when and what to change."""
 
 
 class RecordError(BatchcastError):

@@ -53,3 +53,40 @@ def test_the_full_exit_runs_when_asked_or_when_ray_was_imported(tmp_path: Path) 
     with_ray = _run(tmp_path, before="import ray")
     assert with_ray.returncode == 1
     assert "EXIT-HOOKS-RAN" in with_ray.stdout  # ray's own exit hook must get to stop its cluster
+
+
+def _train(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """``batchcast train`` with a step size so large that torch's Adam itself fails
+    (``RuntimeError``: its step overflows float32): a library's error, not batchcast's."""
+    data = tmp_path / "train.jsonl"
+    data.write_text(
+        "".join(
+            f'{{"start": "2020-01-01", "target": {list(range(i, i + 20))}}}\n' for i in range(4)
+        )
+    )
+    hp = tmp_path / "hp.json"
+    hp.write_text(
+        '{"time_freq": "D", "context_length": 3, "prediction_length": 2, "epochs": 1, '
+        '"num_cells": 4, "learning_rate": 1e38, "scaling": "mean"}'
+    )
+    environment = {k: v for k, v in os.environ.items() if k != "BATCHCAST_DEBUG"} | env
+    command = [sys.executable, "-m", "batchcast", "train", "--train", str(data)]
+    command += ["--hyperparameters", str(hp), "--model-dir", str(tmp_path / "m"), "--quiet"]
+    return subprocess.run(
+        command, capture_output=True, text=True, env=environment, timeout=300, check=False
+    )
+
+
+def test_an_unexpected_error_is_one_line_and_its_traceback_is_there_on_request(
+    tmp_path: Path,
+) -> None:
+    result = _train(tmp_path)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("RuntimeError: ")
+    assert lines[0].endswith("(set BATCHCAST_DEBUG=1 for the traceback)")
+    assert not (tmp_path / "m").exists()
+    debug = _train(tmp_path, BATCHCAST_DEBUG="1")
+    assert debug.returncode == 1
+    assert "Traceback (most recent call last)" in debug.stderr

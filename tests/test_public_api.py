@@ -21,6 +21,7 @@ EXPECTED = {
         "ModelSpec",
         "RecordError",
         "ShardError",
+        "TrainingError",
         "TransformJob",
         "__version__",
         "import_gluonts",
@@ -110,6 +111,7 @@ EXPECTED = {
         "ModelError",
         "RecordError",
         "ShardError",
+        "TrainingError",
     ],
 }
 

@@ -211,6 +211,11 @@ class DeepARConfig:
         Raises:
             ConfigError: for an unknown or missing name, or an invalid value (naming both).
         """
+        if not isinstance(hyperparameters, Mapping):
+            kinds = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+            kinds.update({int: "a number", float: "a number"})
+            found = kinds.get(type(hyperparameters), type(hyperparameters).__name__)
+            raise ConfigError(f"hyperparameters must be a JSON object of names, found {found}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(hyperparameters) - known)
         if unknown:

@@ -59,6 +59,14 @@ class Likelihood:
         """Negative log-likelihood of ``target`` (...,); params (..., num_args), scale (...,)."""
         raise NotImplementedError
 
+    def held_out_loss(
+        self, params: torch.Tensor, target: torch.Tensor, scale: torch.Tensor
+    ) -> torch.Tensor:
+        """The loss of held-out points in the series' own units, so that networks with
+        different scalings compare: the NLL of a density already is (its ``log(scale)``
+        term makes it the density of the target itself)."""
+        return self.nll(params, target, scale)
+
     def sample(
         self, params: torch.Tensor, scale: torch.Tensor, generator: torch.Generator | None
     ) -> torch.Tensor:
@@ -222,6 +230,13 @@ class DeterministicL1(Likelihood):
     def nll(self, params: torch.Tensor, target: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         # L1 in scaled units, so series of any magnitude weigh alike (like the other losses).
         return (target / scale - params[..., 0]).abs()
+
+    def held_out_loss(
+        self, params: torch.Tensor, target: torch.Tensor, scale: torch.Tensor
+    ) -> torch.Tensor:
+        # Not a density: the scaled L1 is in units of each scaling's own scale, so two
+        # scalings' losses compare only in the target's units.
+        return scale * self.nll(params, target, scale)
 
     def sample(
         self, params: torch.Tensor, scale: torch.Tensor, generator: torch.Generator | None

@@ -142,8 +142,14 @@ class DeepAR(nn.Module):
             scale = torch.where(count > 0, scale, default)
             return WindowScale(scale.clamp_min(self.spec.minimum_scale))
         loc = (target * observed).sum(dim=1, keepdim=True) / count.clamp_min(1.0)
-        var = (((target - loc) * observed) ** 2).sum(dim=1, keepdim=True) / count.clamp_min(1.0)
-        std = (var + (_STD_FLOOR * scale) ** 2).sqrt()
+        # The deviation in units of the mean absolute value a: squares of raw deviations
+        # overflow float32 from ~1.8e19, far inside the 1e30 a target may reach, while
+        # deviations over a are at most ~2 * context_length. std = a * sqrt(var_r + floor^2):
+        # the deviation floored at _STD_FLOOR * a.
+        a = scale.clamp_min(self.spec.minimum_scale)
+        relative = (target - loc) * observed / a
+        var = (relative**2).sum(dim=1, keepdim=True) / count.clamp_min(1.0)
+        std = a * (var + _STD_FLOOR**2).sqrt()
         seen = count > 0
         return WindowScale(
             torch.where(seen, std, default).clamp_min(self.spec.minimum_scale),

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from batchcast.errors import ConfigError
+from batchcast.errors import ConfigError, TrainingError
 from batchcast.forecast.config import DeepARConfig, InferenceConfig, ModelSpec
 from batchcast.forecast.features import build_windows, lags_for_frequency, time_feature_names
 from batchcast.forecast.model import DeepAR
@@ -116,6 +116,8 @@ class TrainResult:
     validation_series: int = 0
     # scaling -> best validation loss, for every scaling tried when more than one was
     scaling_losses: dict[str, float] = field(default_factory=dict)
+    # the epoch whose training loss was NaN or infinite (training stopped there), if any
+    diverged_epoch: int | None = None
 
 
 def batches_per_epoch(num_series: int, mini_batch_size: int) -> int:
@@ -180,8 +182,11 @@ def _window_tensors(
 
 
 @torch.no_grad()
-def _horizon_loss(model: DeepAR, chunks: list[dict[str, torch.Tensor]]) -> float:
-    """Observed-weighted NLL of the ``P`` held-out points, over all validation windows.
+def _horizon_loss(model: DeepAR, chunks: list[dict[str, torch.Tensor]]) -> float | None:
+    """Observed-weighted loss of the ``P`` held-out points over all validation windows, in
+    the series' units (:meth:`Likelihood.held_out_loss`: networks of different scalings
+    compare); None when no held-out point is observed (nothing to validate on: a 0 would
+    look perfect and freeze the first epoch as the best). Not finite: ``inf``.
 
     Only the horizon is scored (not the context points the training loss also scores): the
     held-out tail is what a forecast is judged on. Teacher-forced, so one forward pass.
@@ -194,10 +199,12 @@ def _horizon_loss(model: DeepAR, chunks: list[dict[str, torch.Tensor]]) -> float
             t["past_target"], t["past_observed"], t["covariates"], t["cat"], t["future_target"]
         )
         future = scale.centre(t["future_target"])
-        nll = model.likelihood.nll(params[:, -p:], future, scale.scale)  # (B, P)
-        total += float((nll * t["future_observed"]).sum())
+        loss = model.likelihood.held_out_loss(params[:, -p:], future, scale.scale)  # (B, P)
+        total += float((loss * t["future_observed"]).sum())
         weight += float(t["future_observed"].sum())
-    return total / max(weight, 1.0)
+    if weight == 0:
+        return None
+    return total / weight if math.isfinite(total) else math.inf
 
 
 def train_model(
@@ -234,7 +241,9 @@ def train_model(
         the scaling kept, when several were tried).
 
     Raises:
-        ConfigError: if no series is long enough to hold a training window.
+        ConfigError: if no series is long enough to hold a training window, the training data
+            has no observed value, or the test data no observed point to score.
+        TrainingError: if the loss became NaN or infinite before any epoch finished well.
     """
     p = config.prediction_length
     if not np.any(batch.lengths > p):
@@ -242,6 +251,10 @@ def train_model(
             f"no training series has more than prediction_length={p} points; "
             "each needs at least prediction_length + 1"
         )
+    if np.isnan(batch.target).all():
+        raise ConfigError("the training data has no observed target value (all null or NaN)")
+    if test is not None:
+        _check_test(test, p)
     candidates = config.scaling_candidates
     if validation_candidates(batch.lengths, p).size == 0:
         candidates = candidates[:1]  # nothing to hold out, so nothing to choose by: "mean"
@@ -259,12 +272,43 @@ def train_model(
         if on_epoch is not None and len(candidates) > 1:
             report = _labelled(on_epoch, scaling)
         results.append(_fit(config, batch, spec, seed, torch.device(device), report, min_past))
-    result = min(results, key=_choice_loss)  # the first ("mean") on a tie
+    usable = [r for r in results if r.best_epoch > 0]
+    if not usable:
+        raise TrainingError(_diverged(results))
+    result = min(usable, key=_choice_loss)  # the first ("mean") on a tie
     if len(results) > 1:
         result.scaling_losses = {r.model.spec.scaling: _choice_loss(r) for r in results}
     if test is not None:
         result.metrics = evaluate(result.model, test, config, seed=seed)
     return result
+
+
+def _diverged(results: list[TrainResult]) -> str:
+    """Why no network was kept: each scaling's epoch whose loss was not finite."""
+    where = ", ".join(
+        f"{r.model.spec.scaling} scaling: "
+        + (
+            f"training loss not finite at epoch {r.diverged_epoch}"
+            if r.diverged_epoch is not None
+            else "no finite validation loss"
+        )
+        for r in results
+    )
+    return (
+        f"no epoch trained to a finite loss ({where}); check the targets for values near "
+        "the float32 limit, or lower learning_rate"
+    )
+
+
+def _check_test(test: SeriesBatch, horizon: int) -> None:
+    """Fail before training when the test channel cannot be scored (``evaluate`` would
+    report a perfect 0 for points that are all missing)."""
+    _, actual = _withhold(test, horizon)
+    if np.isnan(actual).all():
+        raise ConfigError(
+            f"the test data's last prediction_length={horizon} points are missing (null or "
+            "NaN) in every test series: nothing to score"
+        )
 
 
 def _choice_loss(result: TrainResult) -> float:
@@ -316,6 +360,7 @@ def _fit(
     losses: list[float] = []
     validation_losses: list[float] = []
     best_loss, best_epoch = math.inf, 0
+    diverged_epoch: int | None = None
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
@@ -331,6 +376,9 @@ def _fit(
             optimizer.step()
             total += float(loss.detach())
         losses.append(total / steps)
+        if not math.isfinite(losses[-1]):  # the weights are NaN now: keep the best before
+            diverged_epoch = epoch
+            break
         validation_loss = _horizon_loss(model, validation) if validation else None
         if validation_loss is not None:
             validation_losses.append(validation_loss)
@@ -365,6 +413,7 @@ def _fit(
         validation_losses=validation_losses,
         steps_per_epoch=steps,
         validation_series=int(held_out.series.size),
+        diverged_epoch=diverged_epoch,
     )
 
 

@@ -95,6 +95,7 @@ def load_training_channels(
             prediction_length=config.prediction_length,
             cardinality=data.cardinality or "ignore",
             num_dynamic_feat=data.num_dynamic_feat or "ignore",
+            channel="test",
         ).batch
     return TrainingChannels(train=data, test=test_batch)
 
@@ -109,6 +110,7 @@ def load_training_data(
     prediction_length: int,
     cardinality: str | Sequence[int],
     num_dynamic_feat: str | int,
+    channel: str = "training",
 ) -> TrainingData:
     """Read one training channel.
 
@@ -119,6 +121,7 @@ def load_training_data(
             cardinality is its largest value + 1), ``"ignore"`` (drop it), or explicit.
         num_dynamic_feat: ``"auto"`` (use ``dynamic_feat`` if every record has it),
             ``"ignore"``, or explicit.
+        channel: what errors call the data (``"training"`` or ``"test"``).
 
     Returns:
         The series and the resolved cardinality and dynamic-feature count.
@@ -129,7 +132,7 @@ def load_training_data(
         ShardError: when an input cannot be read.
     """
     if isinstance(uris, str) or not uris:
-        raise ConfigError(f"the training channel must be a non-empty list of inputs, got {uris!r}")
+        raise ConfigError(f"the {channel} channel must be a non-empty list of inputs, got {uris!r}")
     cardinality = as_choice_or_ints("cardinality", cardinality)
     num_dynamic_feat = as_choice_or_int("num_dynamic_feat", num_dynamic_feat)
     files = _read_lines(uris)
@@ -145,21 +148,21 @@ def load_training_data(
         batches.append(decoded.batch)
         errors.extend(decoded.errors)
     if errors:
-        raise ConfigError(_bad_records(errors))
+        raise ConfigError(_bad_records(errors, channel))
     batch = _concat(batches, contract)
     if batch.num_series == 0:
-        raise ConfigError(f"the training data {list(uris)} holds no records")
+        raise ConfigError(f"the {channel} data {list(uris)} holds no records")
     resolved = contract.cardinality
     if cardinality == "auto" and resolved:
         resolved = tuple(int(c) for c in batch.cat.max(axis=0) + 1)
     return TrainingData(batch, resolved, contract.num_dynamic_feat)
 
 
-def _bad_records(errors: Sequence[RecordError]) -> str:
+def _bad_records(errors: Sequence[RecordError], channel: str) -> str:
     shown = "\n".join(f"  {e}" for e in errors[:_SHOWN_ERRORS])
     more = len(errors) - _SHOWN_ERRORS
     tail = f"\n  ... and {more} more" if more > 0 else ""
-    return f"the training data has {len(errors)} bad record(s):\n{shown}{tail}"
+    return f"the {channel} data has {len(errors)} bad record(s):\n{shown}{tail}"
 
 
 def _read_lines(uris: Sequence[str]) -> list[tuple[str, list[bytes]]]:

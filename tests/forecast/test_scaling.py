@@ -28,6 +28,7 @@ from batchcast.forecast import (
     SeriesBatch,
     build_windows,
     forecast,
+    get_likelihood,
     sample_paths,
 )
 from batchcast.forecast.config import LOCATION_FAMILIES
@@ -65,6 +66,71 @@ def test_std_scaling_is_the_contexts_mean_and_deviation(
     window = torch.tensor([[1.0, 4.0], [7.5, 0.0], [4.0, 4.5]])
     torch.testing.assert_close(
         scale.normalize(window), torch.tensor([[0.0, 3.0 / first], [1.0, 0.0], [0.0, 125.0]])
+    )
+
+
+def test_std_scaling_stays_finite_for_every_target_a_record_may_hold(
+    make_model: Callable[..., DeepAR],
+) -> None:
+    """Squared deviations overflow float32 from ~1.8e19, far inside the 1e30 a record's target
+    may reach; the deviation is taken in units of the mean absolute value instead."""
+    model = make_model(lags=(1, 2, 3), context_length=4, scaling="std")
+    rows = np.array(
+        [
+            [1e30] * 6,  # flat at the limit: the floor
+            [0.0, 0.0, 1e30, -1e30, 1e30, -1e30],  # swings of 2e30
+            [1e20, 1e20, 1e20, 1.2e20, 0.8e20, 1.1e20],  # moves of 2e19
+        ]
+    )
+    target = torch.tensor(rows, dtype=torch.float32)
+    scale = model.scaling(target, torch.ones_like(target))
+    assert scale.loc is not None
+    context = rows[:, -4:].astype(np.float32).astype(np.float64)  # what the model reads
+    floor = 1e-3 * np.abs(context).mean(axis=1)
+    expected = np.sqrt(context.var(axis=1) + floor**2)  # float64 reference
+    np.testing.assert_allclose(scale.scale.squeeze(1).numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(scale.loc.squeeze(1).numpy(), context.mean(axis=1), rtol=1e-5)
+
+
+def test_a_std_model_forecasts_series_near_the_limit_to_finite_numbers(
+    make_model: Callable[..., DeepAR],
+) -> None:
+    model = make_model(scaling="std", prediction_length=6)
+    rng = np.random.default_rng(2)
+    targets = [
+        (1e29 + 1e26 * rng.standard_normal(40)).astype(np.float32),
+        (1e20 + 2e19 * rng.standard_normal(40)).astype(np.float32),
+        np.tile(np.float32([1e30, -1e30]), 20),
+    ]
+    samples = _samples(model, targets)
+    assert np.isfinite(samples).all()
+    # and near each series' level: within a few hundred of its deviations
+    for b, target in enumerate(targets):
+        spread = float(np.std(target[-model.spec.context_length :].astype(np.float64)))
+        level = float(np.mean(target[-model.spec.context_length :].astype(np.float64)))
+        assert np.abs(samples[b] - level).max() < 1e3 * max(spread, 1e-3 * abs(level))
+
+
+def test_the_held_out_loss_is_in_the_series_units_whatever_the_scale() -> None:
+    """What "auto" compares across scalings: the same forecast in target units scores the
+    same under any scale. The L1 loss the network trains on is in scaled units, so its
+    held-out loss multiplies the scale back (it used to compare the scaled numbers, which
+    favoured whichever scaling had the larger scale)."""
+    target = torch.tensor([110.0])
+    for name, params_at in (
+        ("deterministic-L1", lambda s: [100.0 / s]),
+        ("gaussian", lambda s: [100.0 / s, 20.0 / s]),
+        ("student-T", lambda s: [5.0, 100.0 / s, 20.0 / s]),
+    ):
+        likelihood = get_likelihood(name)
+        losses = [
+            likelihood.held_out_loss(torch.tensor([params_at(s)]), target, torch.tensor([s])).item()
+            for s in (10.0, 1000.0)
+        ]
+        assert losses[0] == pytest.approx(losses[1], rel=1e-5), name
+    l1 = get_likelihood("deterministic-L1")
+    assert l1.held_out_loss(torch.tensor([[10.0]]), target, torch.tensor([10.0])).item() == (
+        pytest.approx(10.0)
     )
 
 

@@ -20,7 +20,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from batchcast.api import METRICS_NAME
 from batchcast.api import train as api_train
-from batchcast.errors import ConfigError
+from batchcast.errors import ConfigError, TrainingError
 from batchcast.forecast import (
     DeepAR,
     DeepARConfig,
@@ -230,6 +230,51 @@ def test_short_series_fall_back_to_the_training_loss() -> None:
     assert all(r.validation_loss is None for r in reports)
 
 
+def _with_missing_tails(batch: SeriesBatch, points: int) -> SeriesBatch:
+    targets = [batch.series(b).copy() for b in range(batch.num_series)]
+    for target in targets:
+        target[-points:] = np.nan
+    return SeriesBatch.from_lists(start=list(batch.start), targets=targets)
+
+
+@pytest.mark.parametrize("scaling", ["mean", "auto"])
+def test_held_out_tails_with_no_observed_point_do_not_freeze_the_first_epoch(
+    data: SeriesBatch, scaling: str
+) -> None:
+    """A held-out tail whose points are all missing scores nothing; it used to score a
+    "perfect" 0 each epoch, so epoch 1 was always the best and "auto" saw a tie."""
+    missing = _with_missing_tails(data.slice(0, 8), P)
+    result = train_model(_config(epochs=4, scaling=scaling), missing, seed=0)
+    assert result.validation_series > 0
+    assert result.validation_losses == []  # nothing observed to validate on
+    assert result.best_epoch == int(np.argmin(result.losses)) + 1  # the training loss decides
+    assert result.best_epoch > 1  # it fell: epoch 1 is not frozen in
+    assert result.model.spec.scaling == "mean"  # no validation: "auto" keeps the first
+    assert all(math.isinf(v) for v in result.scaling_losses.values())
+
+
+def test_training_data_with_no_observed_value_is_a_config_error() -> None:
+    blank = SeriesBatch.from_lists(start=[0, 0], targets=[np.full(40, np.nan)] * 2)
+    with pytest.raises(ConfigError, match="no observed target value"):
+        train_model(_config(), blank)
+
+
+def test_a_test_channel_with_nothing_to_score_fails_before_training(data: SeriesBatch) -> None:
+    reports: list[EpochReport] = []
+    test = _with_missing_tails(data.slice(0, 4), P)
+    with pytest.raises(ConfigError, match="nothing to score"):
+        train_model(_config(), data, test=test, on_epoch=reports.append)
+    assert reports == []  # not after an hour of training
+
+
+def test_a_loss_that_is_not_finite_is_a_training_error_not_a_saved_model(
+    data: SeriesBatch,
+) -> None:
+    # an absurd step size drives the weights to overflow within the first epoch
+    with pytest.raises(TrainingError, match="not finite at epoch 1"):
+        train_model(_config(learning_rate=1e36), data.slice(0, 8), seed=0)
+
+
 def test_no_series_long_enough(data: SeriesBatch) -> None:
     short = SeriesBatch.from_lists(start=[0, 0], targets=[np.ones(P), np.ones(3)])
     with pytest.raises(ConfigError, match=f"prediction_length={P}"):
@@ -401,6 +446,12 @@ def test_api_train_rejects_bad_hyperparameters(channels: tuple[Path, Path], tmp_
             model_dir=str(tmp_path / "m"),
         )
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize(("value", "found"), [([1, 2], "an array"), ("lr", "a string")])
+def test_hyperparameters_must_be_an_object(value: Any, found: str) -> None:
+    with pytest.raises(ConfigError, match=f"must be a JSON object of names, found {found}"):
+        DeepARConfig.from_hyperparameters(value)
 
 
 def test_cli_train(channels: tuple[Path, Path], tmp_path: Path) -> None:

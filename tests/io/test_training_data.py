@@ -12,7 +12,9 @@ import orjson
 import pytest
 
 from batchcast.errors import ConfigError
+from batchcast.forecast import DeepARConfig
 from batchcast.io import load_training_data
+from batchcast.io.training import load_training_channels
 
 
 def _write(path: Path, records: list[Any]) -> str:
@@ -122,3 +124,20 @@ def test_no_records(tmp_path: Path) -> None:
         )
     with pytest.raises(ConfigError, match="non-empty list"):
         load_training_data([], prediction_length=2, cardinality="auto", num_dynamic_feat="auto")
+
+
+def test_errors_name_the_channel_they_are_in(tmp_path: Path) -> None:
+    """A bad or empty test channel is the test data's fault; the message must not send the
+    user looking in the training files."""
+    train = _write(tmp_path / "train.jsonl", [_rec([1.0] * 12)])
+    bad = _write(tmp_path / "bad.jsonl", [_rec([1.0, 2.0, "x"])])
+    config = DeepARConfig(time_freq="D", context_length=3, prediction_length=2, epochs=1)
+    with pytest.raises(ConfigError, match=r"^the test data has 1 bad record") as caught:
+        load_training_channels(train, config=config, test=bad)
+    assert "bad.jsonl:1: field 'target'" in str(caught.value)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"^the test data .* holds no records"):
+        load_training_channels(train, config=config, test=str(empty))
+    with pytest.raises(ConfigError, match=r"^the training data has 1 bad record"):
+        load_training_channels(bad, config=config)
