@@ -271,6 +271,11 @@ def test_several_bad_instances_are_counted(model_dir: str) -> None:
         ({"quantiles": "0.5"}, "quantiles"),
         ({"num_sample": 10}, "num_sample"),
         ([1], "configuration"),
+        # empty or false, but not objects: they used to pass as "no configuration"
+        ([], "configuration must be a JSON object"),
+        (0, "configuration must be a JSON object"),
+        (False, "configuration must be a JSON object"),
+        ("", "configuration must be a JSON object"),
     ],
 )
 def test_bad_configuration_names_the_key(model_dir: str, configuration: Any, key: str) -> None:
@@ -402,6 +407,20 @@ def test_environment_is_the_base(model_dir: str, monkeypatch: pytest.MonkeyPatch
     explicit = InferenceConfig(output_types=("mean",))
     for prediction in predict(model_dir, request, inference=explicit)["predictions"]:
         assert list(prediction) == ["mean"]
+
+
+def test_a_request_is_held_to_the_supported_keys(
+    model_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``SAGEMAKER_INFERENCE_SUPPORTED`` set and ``..._OUTPUT`` not, a request's
+    ``output_types`` choose the keys: they must stay within the supported ones (a request for
+    the raw paths of a deployment that allows only summaries was answered with them)."""
+    monkeypatch.setenv("SAGEMAKER_INFERENCE_SUPPORTED", "mean,quantiles")
+    asking = {"instances": INSTANCES[:1], "configuration": {"output_types": ["samples"]}}
+    with pytest.raises(ConfigError, match=r"Requested inference output keys \[samples\]"):
+        predict(model_dir, asking)
+    allowed = {"instances": INSTANCES[:1], "configuration": {"output_types": ["mean"]}}
+    assert list(predict(model_dir, allowed)["predictions"][0]) == ["mean"]
 
 
 def test_bad_environment_names_the_variable(

@@ -377,6 +377,9 @@ class InferenceConfig:
         classes: bins over each path's aggregate, for the classification keys (§8).
         keys: the keys each output record holds, in order (``SAGEMAKER_INFERENCE_OUTPUT``);
             None: ``output_types`` rules, in SPEC.md §3's order.
+        supported: the keys a deployment allows (``SAGEMAKER_INFERENCE_SUPPORTED``), kept so
+            that a request's configuration merged in (:meth:`merged`) is held to them too;
+            None: any key.
     """
 
     num_samples: int = 100
@@ -384,6 +387,7 @@ class InferenceConfig:
     quantiles: tuple[str, ...] = DEFAULT_QUANTILES
     classes: Classes | None = None
     keys: tuple[str, ...] | None = None
+    supported: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "num_samples", as_int("num_samples", self.num_samples))
@@ -403,6 +407,11 @@ class InferenceConfig:
         if self.keys is not None:
             _check_keys(tuple(self.keys))
             object.__setattr__(self, "keys", tuple(self.keys))
+        if self.supported is not None:
+            object.__setattr__(self, "supported", tuple(self.supported))
+            bad = [k for k in self.output_keys if k not in self.supported]
+            if bad:
+                raise unsupported_keys(bad, self.supported)
         if "quantiles" in self.output_keys and not self.quantiles:
             raise ConfigError("quantiles must not be empty when the output holds 'quantiles'")
         keys = tuple(_quantile_key("quantiles", q) for q in self.quantiles)
@@ -484,14 +493,25 @@ class InferenceConfig:
         return cls.from_mapping(data)
 
     def merged(self, overrides: Mapping[str, Any] | None) -> InferenceConfig:
-        """This configuration with the keys of ``overrides`` replaced (e.g. a request's)."""
-        if not overrides:
+        """This configuration with the keys of ``overrides`` replaced (e.g. a request's),
+        under the same response keys and held to the same ``supported`` keys.
+
+        Raises:
+            ConfigError: for an ``overrides`` that is not an object (or None), as
+                :meth:`from_mapping`, and the SDK's text for a key outside ``supported``.
+        """
+        if overrides is None:
             return self
         if not isinstance(overrides, Mapping):
-            raise ConfigError(f"configuration must be a JSON object, got {overrides!r}")
+            raise ConfigError(f"configuration must be a JSON object, got {_short(overrides)}")
+        if not overrides:
+            return self
         base = self.to_dict()
         base.update(overrides)
-        return InferenceConfig.from_mapping(base, keys=self.keys)
+        merged = InferenceConfig.from_mapping(base, keys=self.keys)
+        if self.supported is None:
+            return merged
+        return dataclasses.replace(merged, supported=self.supported)
 
     def with_keys(self, keys: Sequence[str] | None) -> InferenceConfig:
         """This configuration holding the response keys ``keys`` (None: ``output_types``)."""
@@ -516,6 +536,20 @@ class InferenceConfig:
         if self.classes is not None:
             out["classes"] = self.classes.to_dict()
         return out
+
+
+def unsupported_keys(bad: Sequence[str], supported: Sequence[str]) -> ConfigError:
+    """The error for output keys a deployment does not allow, in the SageMaker Python SDK's
+    wording and list format (``AutoML._check_inference_keys``)."""
+    return ConfigError(
+        f"Requested inference output keys [{', '.join(bad)}] are unsupported. "
+        f"The supported inference keys are [{', '.join(supported)}]"
+    )
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _check_keys(keys: tuple[str, ...]) -> None:

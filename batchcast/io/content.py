@@ -49,7 +49,7 @@ import orjson
 
 from batchcast.errors import ConfigError, RecordError
 from batchcast.forecast.classes import CLASS_KEYS
-from batchcast.forecast.config import OUTPUT_TYPES, InferenceConfig
+from batchcast.forecast.config import OUTPUT_TYPES, InferenceConfig, unsupported_keys
 
 __all__ = [
     "ACCEPT_TYPES",
@@ -126,11 +126,7 @@ def parse_keys(value: str | Sequence[str] | None, *, name: str) -> tuple[str, ..
 
 
 def _unsupported(bad: Sequence[str], supported: Sequence[str]) -> ConfigError:
-    # The SageMaker Python SDK's wording and list format (AutoML._check_inference_keys).
-    return ConfigError(
-        f"Requested inference output keys [{', '.join(bad)}] are unsupported. "
-        f"The supported inference keys are [{', '.join(supported)}]"
-    )
+    return unsupported_keys(bad, supported)
 
 
 @dataclass(frozen=True)
@@ -245,9 +241,16 @@ def with_response_keys(config: InferenceConfig, keys: ResponseKeys) -> Inference
             ``classes``.
     """
     resolved = keys.resolve(config.output_types, has_classes=config.classes is not None)
-    if keys.output is None:
+    if keys.output is None and keys.supported is None:
         return config
-    return replace(config, keys=resolved)
+    # One replace: the supported keys check the keys the result will hold (``resolved``
+    # when ``output`` is set, not ``output_types``); a request's configuration merged later
+    # is held to them too.
+    return replace(
+        config,
+        keys=resolved if keys.output is not None else config.keys,
+        supported=keys.supported if keys.supported is not None else config.supported,
+    )
 
 
 _ENV = {

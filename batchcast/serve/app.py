@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
@@ -76,6 +77,11 @@ MIB = 1 << 20
 # the requests in flight there with it. 4M rows is a 6 MB body of 40,000 small series at 100
 # paths, or one series at 4M paths: tens of seconds of sampling, a few hundred MB at most.
 MAX_REQUEST_ROWS = 1 << 22
+# Sample paths are answered whole, so with "samples" asked for, the answer's size bounds the
+# request too: rows x prediction_length values. Measured: ~40 bytes per value at the worker's
+# peak (the paths, their JSON and its copies), so 8M values are ~330 MB; 4M rows x 24 steps
+# (within the row bound) peaked at 4 GB.
+MAX_SAMPLE_VALUES = 1 << 23
 # A body over MaxPayloadInMB is read and dropped up to this many times the limit before its
 # 413, and refused at once (connection closed) beyond: see _read_body.
 DRAIN_FACTOR = 4
@@ -129,13 +135,35 @@ class ServeState:
             max_payload_mb=settings.max_payload_mb,
             seed=settings.seed,
         )
+        _check_device(settings.device)
         processor = ShardProcessor(settings.model, options, device=settings.device)
+        # What a transform checks before reading a record, checked before serving one: a
+        # configuration no request can satisfy must stop the server, not fail every client.
+        settings.inference.check_horizon(processor.spec.prediction_length)
+        if settings.inference.num_samples > MAX_REQUEST_ROWS:
+            raise ConfigError(
+                f"num_samples must be <= {MAX_REQUEST_ROWS} (the rows one request may ask "
+                f"for), got {settings.inference.num_samples}"
+            )
 
         def run(batch: SeriesBatch, inference: InferenceConfig, seed: int) -> Forecast:
             return processor.sample(batch, seed, inference=inference)
 
         batcher = MicroBatcher(run, policy=settings.batch, seed=settings.seed)
         return cls(settings, processor, batcher)
+
+
+def _check_device(device: str) -> None:
+    """A device name torch knows, and a CUDA device that exists (else one ConfigError line,
+    not torch's traceback at the first tensor)."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise ConfigError(f"device must be a torch device such as cpu or cuda: {err}") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: torch sees no CUDA device on this machine")
 
 
 def negotiate(accept: str | None, *, default: str, supported: tuple[str, ...]) -> str | None:
@@ -354,14 +382,20 @@ def create_app(settings: ServeSettings, *, state: ServeState | None = None) -> F
                     "send fewer records per request)",
                     field="num_samples",
                 )
+            _check_answer_size(parsed, state)
             answer = None
             if parsed.num_series:
                 answer = await _forecast_while_connected(request, state.batcher, parsed)
                 if answer is None:  # dropped from its batch: nobody to answer
                     return Response(status_code=CLIENT_GONE)
                 request.state.batch = answer.batch_requests
-            payload = encode_response(
-                parsed, None if answer is None else answer.forecast, media_type=accept
+            # Off the event loop: a large answer takes a while to encode, and /ping (the
+            # health check) must not wait for it.
+            payload = await run_in_threadpool(
+                encode_response,
+                parsed,
+                None if answer is None else answer.forecast,
+                media_type=accept,
             )
             return Response(payload, media_type=accept)
         except _RefusedError as refused:
@@ -375,6 +409,23 @@ def create_app(settings: ServeSettings, *, state: ServeState | None = None) -> F
 
     app.add_middleware(AccessLog)
     return app
+
+
+def _check_answer_size(parsed: OnlineRequest, state: ServeState) -> None:
+    """Refuse a request whose sample paths would exceed :data:`MAX_SAMPLE_VALUES`."""
+    if "samples" not in parsed.inference.output_keys:
+        return
+    assert state.processor is not None  # only the echo host has no model, and it never parses
+    horizon = state.processor.spec.prediction_length
+    values = parsed.rows * horizon
+    if values > MAX_SAMPLE_VALUES:
+        raise _RefusedError(
+            400,
+            f"the request asks for the samples of {parsed.rows} rows x {horizon} steps = "
+            f"{values} values; an answer may hold at most {MAX_SAMPLE_VALUES} (lower "
+            "num_samples, send fewer records per request, or ask for quantiles instead)",
+            field="num_samples",
+        )
 
 
 async def _until_disconnected(request: Request) -> None:

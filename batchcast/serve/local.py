@@ -174,8 +174,9 @@ def header_timeout_protocol(timeout_s: float) -> type[asyncio.Protocol] | None:
 
 
 def _keep_running(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM after the drain: uvicorn re-raises the signal it shut down on; ending the
-    process by it would exit 143, and SageMaker expects 0."""
+    """SIGTERM or SIGINT after the drain: uvicorn re-raises the signal it shut down on;
+    ending the process by it would exit 143 (or 130, with a traceback), and SageMaker
+    expects 0."""
 
 
 def _run_server(settings: ServeSettings, sock: socket.socket, state: ServeState | None) -> bool:
@@ -197,7 +198,11 @@ def _run_server(settings: ServeSettings, sock: socket.socket, state: ServeState 
         server_header=False,
     )
     server = uvicorn.Server(config)
+    # uvicorn shuts down on either signal, then raises it again once it has restored the
+    # handler it found: ours swallow it, so a drained server exits 0 (SIGINT's default
+    # handler would end it with a KeyboardInterrupt traceback, SIGTERM's with 143).
     signal.signal(signal.SIGTERM, _keep_running)
+    signal.signal(signal.SIGINT, _keep_running)
     server.run(sockets=[sock])
     return bool(server.started)
 

@@ -18,6 +18,7 @@ Environment variables (SPEC.md §2, §9), each overridden by its flag:
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -136,10 +137,15 @@ class ServeSettings:
             raise ConfigError(
                 f"MaxConcurrentTransforms must be >= 1, got {self.max_concurrent_transforms}"
             )
-        if self.graceful_timeout_s < 0:
-            raise ConfigError(f"graceful_timeout_s must be >= 0, got {self.graceful_timeout_s}")
-        if not self.body_timeout_s > 0:
-            raise ConfigError(f"body_timeout_s must be > 0, got {self.body_timeout_s}")
+        # Written so that NaN fails too (every comparison with it is False), and infinity:
+        # uvicorn turns the drain's limit into an integer.
+        if not 0 <= self.graceful_timeout_s < math.inf:
+            got = self.graceful_timeout_s
+            raise ConfigError(f"graceful_timeout_s must be a number of seconds >= 0, got {got}")
+        if not 0 < self.body_timeout_s < math.inf:
+            raise ConfigError(
+                f"body_timeout_s must be a number of seconds > 0, got {self.body_timeout_s}"
+            )
         if self.autoscale is not None:
             lo, hi = self.autoscale
             if not 0 <= lo <= hi or hi < 1:
@@ -204,7 +210,11 @@ class ServeSettings:
     def to_json(self) -> bytes:
         """The settings as JSON (for worker processes; :meth:`from_json` reads it back)."""
         data = asdict(self)
-        data["inference"] = {"config": self.inference.to_dict(), "keys": self.inference.keys}
+        data["inference"] = {
+            "config": self.inference.to_dict(),
+            "keys": self.inference.keys,
+            "supported": self.inference.supported,
+        }
         return orjson.dumps(data)
 
     @classmethod
@@ -216,7 +226,10 @@ class ServeSettings:
         autoscale = data.pop("autoscale")
         return cls(
             **data,
-            inference=InferenceConfig.from_mapping(inference["config"], keys=inference["keys"]),
+            inference=replace(
+                InferenceConfig.from_mapping(inference["config"], keys=inference["keys"]),
+                supported=inference["supported"],
+            ),
             batch=batch,
             autoscale=None if autoscale is None else (int(autoscale[0]), int(autoscale[1])),
         )

@@ -111,6 +111,13 @@ def test_a_busy_port_is_one_line(model_dir: str) -> None:
         ({"SAGEMAKER_BIND_TO_PORT": "http"}, "SAGEMAKER_BIND_TO_PORT"),
         ({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "500"}, "MaxPayloadInMB"),
         ({"DEEPAR_INFERENCE_CONFIG": '{"num_samples": 0}'}, "DEEPAR_INFERENCE_CONFIG"),
+        # valid alone, but not for this model or any request: it used to start and then
+        # answer every request 400
+        (
+            {"DEEPAR_INFERENCE_CONFIG": '{"classes": {"thresholds": [1], "steps": [1, 9999]}}'},
+            "classes.steps",
+        ),
+        ({"DEEPAR_INFERENCE_CONFIG": '{"num_samples": 5000000}'}, "num_samples must be <="),
     ],
 )
 def test_a_bad_environment_is_one_line(model_dir: str, env: dict[str, str], name: str) -> None:
@@ -119,3 +126,38 @@ def test_a_bad_environment_is_one_line(model_dir: str, env: dict[str, str], name
     assert run.stderr.startswith("ConfigError: ")
     assert name in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [("foo", "device must be a torch device"), ("cuda", "torch sees no CUDA device")],
+)
+def test_a_device_that_cannot_serve_is_one_line(model_dir: str, device: str, message: str) -> None:
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    run = _serve("--model", model_dir, "--port", "0", "--workers", "1", "--device", device)
+    assert run.returncode == 1
+    assert run.stderr.startswith("ConfigError: ")
+    assert message in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_sigint_on_one_worker_drains_and_exits_0_without_a_traceback(model_dir: str) -> None:
+    """Ctrl-C: uvicorn shuts down, then raises the signal again; Python's default SIGINT
+    handler turned that into a KeyboardInterrupt traceback and exit status 130."""
+    server = start_uvicorn(model_dir, workers=1)
+    try:
+        answer = httpx.post(server.url + "/invocations", json={"instances": [instance(0)]})
+        assert answer.status_code == 200
+        server.process.send_signal(signal.SIGINT)
+        status = server.process.wait(timeout=30)
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+    time.sleep(0.2)  # the log reader's last lines
+    log = "\n".join(server.log)
+    assert status == 0, log[-2000:]
+    assert "Traceback" not in log
+    assert "KeyboardInterrupt" not in log

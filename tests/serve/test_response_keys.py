@@ -89,3 +89,18 @@ def test_a_request_cannot_ask_for_an_unsupported_key(client: httpx.Client) -> No
     answer = client.post("/invocations", json=body)
     assert answer.status_code == 200, answer.text
     assert list(answer.json()["predictions"][0]) == KEYS
+
+
+def test_an_answer_of_too_many_sample_values_is_refused_before_sampling(
+    client: httpx.Client,
+) -> None:
+    """The row bound alone let one series x 4M paths through, whose samples (x the horizon)
+    took 4 GB to answer; with "samples" among the keys the answer's size is bounded too."""
+    body = {"instances": INSTANCES[:1], "configuration": {"num_samples": 4_000_000}}
+    answer = client.post("/invocations", json=body)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["field"] == "num_samples"
+    assert "values; an answer may hold at most 8388608" in error["message"]
+    # the server is unharmed: a normal request is answered
+    assert client.post("/invocations", json={"instances": INSTANCES[:1]}).status_code == 200

@@ -65,7 +65,10 @@ def test_flags_override_the_environment() -> None:
         ({}, {"max_ongoing_requests": 0}, "max_ongoing_requests"),
         ({}, {"max_concurrent_transforms": 0}, "MaxConcurrentTransforms"),
         ({}, {"graceful_timeout_s": -1.0}, "graceful_timeout_s"),
+        ({}, {"graceful_timeout_s": float("nan")}, "graceful_timeout_s"),
+        ({}, {"graceful_timeout_s": float("inf")}, "graceful_timeout_s"),
         ({}, {"body_timeout_s": 0.0}, "body_timeout_s"),
+        ({}, {"body_timeout_s": float("nan")}, "body_timeout_s"),
     ],
 )
 def test_invalid_settings_name_what_is_wrong(
@@ -92,7 +95,9 @@ def test_settings_survive_the_trip_to_a_worker() -> None:
         workers=3,
         max_payload_mb=2.5,
         max_concurrent_transforms=9,
-        inference=InferenceConfig(num_samples=11, output_types=("samples", "mean")),
+        inference=InferenceConfig(
+            num_samples=11, output_types=("samples", "mean"), supported=("samples", "mean")
+        ),
         batch=BatchPolicy(max_rows=999, max_wait_ms=0.5, enabled=False),
         seed=42,
         echo=True,
