@@ -59,6 +59,7 @@ from batchcast.io.content import (
 from batchcast.io.join import Join
 from batchcast.io.jsonl import forecast_dicts
 from batchcast.io.output import encode_output, non_finite_errors
+from batchcast.io.shards import UTF8_BOM
 
 if TYPE_CHECKING:  # the processor is only passed through here; keep torch out of the import
     from batchcast.forecast.sampling import Forecast
@@ -218,7 +219,7 @@ def parse_endpoint_body(
         RecordError: as :func:`parse_endpoint`.
     """
     try:
-        request = orjson.loads(body)
+        request = orjson.loads(body.removeprefix(UTF8_BOM))  # as a transform's input drops it
     except orjson.JSONDecodeError as err:
         raise ConfigError(f"the request body is not valid JSON: {err}") from None
     return parse_endpoint(request, spec=spec, base=base, max_payload_mb=max_payload_mb)
@@ -244,6 +245,7 @@ def parse_lines(
     Raises:
         RecordError: for the first bad line (1-based); the others are counted.
     """
+    body = body.removeprefix(UTF8_BOM)  # as a transform's input drops it
     # Split on b"\n" only: str.splitlines() would also split inside strings (RAY_NOTES.md).
     lines = body.split(b"\n") if body else []
     if lines and not lines[-1]:

@@ -171,7 +171,8 @@ def negotiate(accept: str | None, *, default: str, supported: tuple[str, ...]) -
 
     The highest ``q`` that can be served wins, the earlier range on equal weights; ``*/*``
     means ``default``, ``type/*`` ``default`` if it is of that type, else the first supported
-    type that is (``text/*``: CSV); ``q=0`` excludes a range.
+    type that is (``text/*``: CSV); ``q=0`` excludes a range, wildcards included
+    (``application/json;q=0, */*`` is answered in another type).
 
     Args:
         accept: the header (None or blank: ``default``).
@@ -184,6 +185,7 @@ def negotiate(accept: str | None, *, default: str, supported: tuple[str, ...]) -
     if accept is None or not accept.strip():
         return default
     ranges: list[tuple[float, int, str]] = []
+    excluded: set[str] = set()
     for position, part in enumerate(accept.split(",")):
         kind, *params = part.split(";")
         weight = 1.0
@@ -197,16 +199,17 @@ def negotiate(accept: str | None, *, default: str, supported: tuple[str, ...]) -
         kind = kind.strip().lower()
         if kind and weight > 0:
             ranges.append((-weight, position, kind))
+        elif kind:
+            excluded.add(kind)
+    allowed = [t for t in supported if t not in excluded]
     for _, _, kind in sorted(ranges):
-        if kind in supported:
+        if kind in allowed:
             return kind
-        if kind == "*/*":
-            return default
         if kind.endswith("/*"):  # the request's own type if it matches, else the first that does
-            main = kind[: -len("*")]
-            if default.startswith(main):
+            main = "" if kind == "*/*" else kind[: -len("*")]
+            if default in allowed and default.startswith(main):
                 return default
-            match = next((t for t in supported if t.startswith(main)), None)
+            match = next((t for t in allowed if t.startswith(main)), None)
             if match is not None:
                 return match
     return None

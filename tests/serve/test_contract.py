@@ -156,6 +156,20 @@ def test_json_lines_answer_line_for_line(client: httpx.Client, processor: ShardP
     assert lines_of(response.content) == [orjson.dumps(p) for p in predictions]
 
 
+@pytest.mark.parametrize("content_type", [JSON, LINES])
+def test_a_leading_byte_order_mark_is_dropped(
+    client: httpx.Client, processor: ShardProcessor, content_type: str
+) -> None:
+    """Windows tools write a UTF-8 BOM first; a transform's input drops it, so a request
+    does too (it was a 400 at line 1)."""
+    records = [instance(1), instance(2)]
+    body = orjson.dumps({"instances": records}) if content_type == JSON else jsonl(records)
+    plain = post(client, body, content_type)
+    marked = post(client, b"\xef\xbb\xbf" + body, content_type)
+    assert marked.status_code == 200, marked.text
+    assert marked.content == plain.content
+
+
 @pytest.mark.parametrize("final_newline", [True, False])
 def test_one_line(client: httpx.Client, processor: ShardProcessor, final_newline: bool) -> None:
     body = jsonl([instance(5)])
@@ -207,6 +221,9 @@ def test_no_content_type_is_json_lines(client: httpx.Client, processor: ShardPro
         (LINES, None, LINES, False),
         (LINES, "*/*", LINES, False),
         (LINES, JSON, JSON, False),  # JSON Lines records are JSON objects, one per line
+        # q=0 excludes a type even where a wildcard would have chosen it
+        (JSON, "application/json;q=0, */*", LINES, False),
+        (LINES, "application/jsonlines;q=0, application/*", JSON, False),
     ],
 )
 def test_accept_picks_the_encoding(
