@@ -285,7 +285,8 @@ def _start(record: dict[str, Any]) -> str:
 
 
 def _start_format_problem(start: str) -> str:
-    found = f"found {start!r}"
+    # A start is a short string; a bad one may be megabytes, which the error must not echo.
+    found = f"found {start!r}" if len(start) <= 40 else f"found {describe(start)}"
     if _TZ_RE.search(start) and len(start) > 10:
         return f"has a time zone; expected a naive time, {_START_FORMAT}, {found}"
     if "T" in start:

@@ -215,6 +215,19 @@ def test_record_error(line: bytes, contract: RecordContract, field: str, words: 
     assert out.batch.num_series == 2
 
 
+def test_a_huge_bad_start_is_not_echoed_whole() -> None:
+    """A record error names what was found, but a megabyte of it would make the error (and a
+    server's 400 body) as large as the record."""
+    huge = "2020-01-01 " + "x" * 1_000_000
+    out = decode_records([_line(start=huge, target=[1.0])], uri=URI, contract=PLAIN)
+    [error] = out.errors
+    assert error.field == "start"
+    assert len(error.message) < 200, len(error.message)
+    assert 'found a string "2020-01-01 xxx' in error.message
+    short = decode_records([_line(start="2020/01/01", target=[1.0])], uri=URI, contract=PLAIN)
+    assert "found '2020/01/01'" in short.errors[0].message  # a short one is quoted whole
+
+
 def test_oversize_lines() -> None:
     big = _line(start="2020-01-01", target=[1.0] * 400)  # ~2 kB
     out = decode_records(
