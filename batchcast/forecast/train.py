@@ -256,8 +256,8 @@ def train_model(
     if test is not None:
         _check_test(test, p)
     candidates = config.scaling_candidates
-    if validation_candidates(batch.lengths, p).size == 0:
-        candidates = candidates[:1]  # nothing to hold out, so nothing to choose by: "mean"
+    if not _can_validate(batch, p):
+        candidates = candidates[:1]  # nothing to validate on, so nothing to choose by: "mean"
     default_scale = _typical_scale(batch)
     results = []
     for scaling in candidates:
@@ -281,6 +281,14 @@ def train_model(
     if test is not None:
         result.metrics = evaluate(result.model, test, config, seed=seed)
     return result
+
+
+def _can_validate(batch: SeriesBatch, horizon: int) -> bool:
+    """Whether some series can hold out a tail with an observed point in it."""
+    return any(
+        not np.isnan(batch.series(int(b))[-horizon:]).all()
+        for b in validation_candidates(batch.lengths, horizon)
+    )
 
 
 def _diverged(results: list[TrainResult]) -> str:
