@@ -50,6 +50,7 @@ from batchcast.report.reading import (
     iter_forecasts,
     iter_series,
     pair_files,
+    peek_usable,
 )
 from batchcast.report.scoring import BLOCK_SERIES, MAX_PROBLEMS, Problems, RowCallback, Scorer
 
@@ -258,6 +259,16 @@ def _by_order(actuals: Iterator[SeriesLine], items: Iterator[_Item]) -> Iterator
             yield a, None, "no forecast line for this actual line (the forecasts are shorter)"
         elif a is None:
             yield None, f, "no actual line for this forecast line (the actuals are shorter)"
+        elif a.item_id is not None and f.item_id is not None and a.item_id != f.item_id:
+            # never score a forecast against another series' actuals, whatever the rule
+            yield (
+                a,
+                f,
+                (
+                    f"paired by line order with the actual of item_id {a.item_id!r}, but the "
+                    f"forecast is for item_id {f.item_id!r}"
+                ),
+            )
         else:
             yield a, f, None
 
@@ -289,7 +300,16 @@ def _by_item_id(actuals: Iterator[SeriesLine], items: Iterator[_Item]) -> Iterat
             else:
                 waiting_item[f.item_id] = f
     for f in waiting_item.values():
-        yield None, f, f"no actual series with item_id {f.item_id!r}"
+        # Ids already paired are not remembered (memory would grow with the input), so a
+        # repeat of one lands here too.
+        yield (
+            None,
+            f,
+            (
+                f"no actual series with item_id {f.item_id!r} left to pair (none has it, or an "
+                "earlier forecast line with this item_id took it)"
+            ),
+        )
     for a in waiting_actual.values():
         yield a, None, _NOT_FORECAST
 
@@ -312,7 +332,7 @@ def _horizon(a: SeriesLine, item: _Item, horizon: int) -> tuple[np.ndarray, np.n
     n = item.history
     if target.size < n:
         return f"the actual series has {target.size} points, fewer than the input's {n}"
-    if item.start is not None and a.start != item.start:
+    if item.start is not None and not _same_start(a.start, item.start):
         return f"the actual series starts at {a.start!r}, the input at {item.start!r}"
     future = target[n : n + horizon]
     if future.size < horizon:  # the actuals end inside the horizon: the rest is missing
@@ -320,9 +340,14 @@ def _horizon(a: SeriesLine, item: _Item, horizon: int) -> tuple[np.ndarray, np.n
     return target[:n], future
 
 
-def _peek(iterator: Iterator[Any]) -> tuple[Any, Iterator[Any]]:
-    first = next(iterator, None)
-    return first, (iterator if first is None else itertools.chain([first], iterator))
+def _same_start(a: str | None, b: str) -> bool:
+    """Whether two starts are the same instant ("2024-01-01" is "2024-01-01 00:00:00")."""
+    if a == b:
+        return True
+    try:
+        return bool(np.datetime64(a, "s") == np.datetime64(b, "s"))
+    except (TypeError, ValueError):
+        return False
 
 
 def _score_file(
@@ -332,8 +357,10 @@ def _score_file(
     items = _with_input(
         iter_forecasts(forecasts), iter_series(input_uri) if input_uri else None, forecasts
     )
-    first_item, items = _peek(items)
-    first_actual, actual_lines = _peek(iter_series(actuals))
+    # Decided on the first readable record of each side: an error line (a bad input line
+    # under --on-error record) carries no item_id, and must not switch the file to order.
+    first_item, items = peek_usable(items, lambda item: item.error is None)
+    first_actual, actual_lines = peek_usable(iter_series(actuals), lambda a: a.error is None)
     by_id = (
         first_item is not None
         and first_actual is not None
@@ -344,7 +371,10 @@ def _score_file(
         if problem is _NOT_FORECAST:
             scorer.not_forecast += 1
             continue
-        reason = (item.error if item else None) or (a.error if a else None) or problem
+        if a is not None and a.error and not (item is not None and item.error):
+            problems.add(actuals, a.line, a.error)  # a bad actual: its own file and line
+            continue
+        reason = (item.error if item else None) or problem
         if reason is None and item is not None:
             reason = scorer.check(item.forecast)
         if reason is None and a is not None and item is not None:

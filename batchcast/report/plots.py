@@ -27,6 +27,7 @@ from batchcast.report.reading import (
     iter_forecasts,
     iter_series,
     pair_files,
+    peek_usable,
 )
 
 __all__ = [
@@ -272,13 +273,15 @@ def _attach_actuals(chosen: list[_Chosen], actuals: str, forecasts: str) -> None
             continue
         want_line = {c.input.line: c for c in items}
         want_id = {c.input.item_id or c.forecast.item_id: c for c in items}
-        by_id = None
-        for a in iter_series(uri):
-            if by_id is None:
-                by_id = a.item_id is not None and None not in want_id
+        first, lines = peek_usable(iter_series(uri), lambda a: a.error is None)
+        by_id = first is not None and first.item_id is not None and None not in want_id
+        for a in lines:
             match = want_id.get(a.item_id) if by_id else want_line.get(a.line)
             if match is None or a.target is None or match.forecast.quantiles is None:
                 continue
+            wanted = match.input.item_id or match.forecast.item_id
+            if not by_id and None not in (a.item_id, wanted) and a.item_id != wanted:
+                continue  # paired by line with another series' actuals: draw none
             n = 0 if match.input.target is None else match.input.target.size
             horizon = len(next(iter(match.forecast.quantiles.values())))
             future = a.target[n : n + horizon].astype(np.float64)

@@ -15,9 +15,10 @@ a bad line has the same message. Forecast lines are the transform's output recor
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
@@ -37,7 +38,12 @@ __all__ = [
     "iter_lines",
     "iter_series",
     "pair_files",
+    "peek_usable",
 ]
+
+# How far an alignment rule looks past unreadable first lines for a readable record: a bounded
+# number, so that a file of bad lines is not held in memory to decide.
+_PEEK_LINES = 1000
 
 OUTPUT_SUFFIX = ".out"  # a transform writes <output>/<input relpath>.out (SPEC.md §4)
 _CHUNK_BYTES = 1 << 20
@@ -290,3 +296,21 @@ def _key(relpath: str) -> str:
 def count_lines(uri: str) -> int:
     """How many lines an object holds (streamed; for spreading plotted items over a file)."""
     return sum(1 for _ in iter_lines(uri))
+
+
+_T = TypeVar("_T")
+
+
+def peek_usable(
+    records: Iterator[_T], usable: Callable[[_T], bool]
+) -> tuple[_T | None, Iterator[_T]]:
+    """The first ``usable`` record among the first :data:`_PEEK_LINES` (else the very first;
+    None when there is none), and an iterator over every record from the start.
+
+    Why: whether two files pair by ``item_id`` is decided on their first records, and an
+    error line (a bad input line under ``--on-error record``) carries no ``item_id``; it must
+    not switch a whole file to pairing by line order.
+    """
+    seen = list(itertools.islice(records, _PEEK_LINES))
+    first = next((x for x in seen if usable(x)), seen[0] if seen else None)
+    return first, itertools.chain(seen, records)

@@ -55,6 +55,8 @@ class Scorer:
             levels = [float(k) for k in keys]
         except ValueError:
             raise ConfigError(f"quantile keys must be numbers, got {list(keys)}") from None
+        if not all(0.0 < q < 1.0 for q in levels):  # NaN fails this too
+            raise ConfigError(f"quantile keys must be levels in (0, 1), got {list(keys)}")
         ranked = sorted(zip(levels, keys, strict=True))
         self.levels = tuple(q for q, _ in ranked)
         self.order = [k for _, k in ranked]

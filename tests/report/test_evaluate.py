@@ -103,6 +103,103 @@ def test_bad_lines_are_skipped_with_their_line(tmp_path: Path) -> None:
         assert evaluation.metrics[name] == pytest.approx(value, rel=1e-9, nan_ok=True), name
 
 
+def _rewrite(path: Path, change: Any) -> None:
+    lines = path.read_bytes().splitlines()
+    change(lines)
+    path.write_bytes(b"\n".join(lines) + b"\n")
+
+
+def test_an_unreadable_first_forecast_line_does_not_switch_to_order(tmp_path: Path) -> None:
+    """The rule is decided on each side's first readable record: a bad first line (which a
+    transform under --on-error record writes as an error line without an item_id) used to
+    switch the file to line order, scoring every forecast against another series."""
+    case = write_case(tmp_path, forward_item_id=True, shuffle_forecasts=True)
+
+    def garble(lines: list[bytes]) -> None:
+        lines[0] = b"garbage"
+
+    _rewrite(case.forecasts, garble)
+    rows: list[dict[str, Any]] = []
+    evaluation = evaluate(
+        str(case.actuals), str(case.forecasts), seasonality=1, on_series=rows.append
+    )
+    assert evaluation.files[0]["alignment"] == "item_id"
+    assert evaluation.series == 23
+    assert evaluation.skipped == 1
+    forecast_ids = {
+        i + 1: orjson.loads(line).get("item_id")
+        for i, line in enumerate(case.forecasts.read_bytes().splitlines()[1:], start=1)
+    }
+    for row in rows:
+        assert forecast_ids[row["line"]] == row["item_id"]
+
+
+def test_order_pairing_never_scores_two_different_item_ids(tmp_path: Path) -> None:
+    """When the rule is line order (the first readable forecast has no item_id) yet both
+    records of a pair carry different ids, the pair is refused, not scored."""
+    case = write_case(tmp_path, forward_item_id=True, shuffle_forecasts=True)
+
+    def drop_first_id(lines: list[bytes]) -> None:
+        record = orjson.loads(lines[0])
+        del record["item_id"]
+        lines[0] = orjson.dumps(record)
+
+    _rewrite(case.forecasts, drop_first_id)
+    evaluation = evaluate(str(case.actuals), str(case.forecasts), seasonality=1)
+    assert evaluation.files[0]["alignment"] == "order"
+    refused = [p for p in evaluation.problems if "paired by line order" in p["reason"]]
+    assert refused
+    assert evaluation.series + evaluation.skipped == 24
+    assert evaluation.series <= 24 - len(refused)
+
+
+def test_a_bad_actual_is_reported_at_its_own_file_and_line(tmp_path: Path) -> None:
+    case = write_case(tmp_path, n=6, forward_item_id=True)
+
+    def break_actual(lines: list[bytes]) -> None:
+        record = orjson.loads(lines[3])
+        record["target"] = "oops"
+        lines[3] = orjson.dumps(record)
+
+    _rewrite(case.actuals, break_actual)
+    evaluation = evaluate(str(case.actuals), str(case.forecasts), seasonality=1)
+    [problem] = evaluation.problems
+    assert (problem["uri"], problem["line"]) == (str(case.actuals), 4)
+    assert "target" in problem["reason"]
+
+
+def test_a_start_written_without_its_time_is_the_same_start(tmp_path: Path) -> None:
+    case = write_case(tmp_path, n=4)
+    plain = evaluate(str(case.actuals), str(case.forecasts), input=str(case.input))
+
+    def date_only(lines: list[bytes]) -> None:
+        for i, line in enumerate(lines):
+            record = orjson.loads(line)
+            assert record["start"].endswith(" 00:00:00")
+            record["start"] = record["start"].removesuffix(" 00:00:00")
+            lines[i] = orjson.dumps(record)
+
+    _rewrite(case.actuals, date_only)
+    dated = evaluate(str(case.actuals), str(case.forecasts), input=str(case.input))
+    assert dated.skipped == plain.skipped == 0
+    assert dated.metrics == plain.metrics
+
+
+@pytest.mark.parametrize("key", ["1.5", "-0.5", "nan", "inf"])
+def test_quantile_keys_outside_0_1_are_a_config_error(tmp_path: Path, key: str) -> None:
+    case = write_case(tmp_path, n=3, keys=("0.1", "0.5", "0.9"))
+
+    def rename(lines: list[bytes]) -> None:
+        for i, line in enumerate(lines):
+            record = orjson.loads(line)
+            record["quantiles"][key] = record["quantiles"].pop("0.9")
+            lines[i] = orjson.dumps(record)
+
+    _rewrite(case.forecasts, rename)
+    with pytest.raises(ConfigError, match=r"quantile keys must be levels in \(0, 1\)"):
+        evaluate(str(case.actuals), str(case.forecasts))
+
+
 def test_without_input_the_horizon_is_the_last_points(tmp_path: Path) -> None:
     case = write_case(tmp_path, n=6)
     # an actual series shorter than the horizon cannot hold it

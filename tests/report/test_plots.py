@@ -108,6 +108,32 @@ def test_error_line_becomes_a_note_not_a_crash(tmp_path: Path) -> None:
     assert image.startswith(b"\x89PNG")
 
 
+def test_actuals_pair_by_item_id_past_an_unreadable_first_line(tmp_path: Path) -> None:
+    """A bad first actual line (no item_id) must not switch the actuals to line order; and
+    in line order, a line of another item_id is never drawn as this series' actuals."""
+    case = write_case(tmp_path, n=6, forward_item_id=True)
+    lines = case.actuals.read_bytes().splitlines()
+    # reversed, behind one unreadable line: only item_id can pair them
+    case.actuals.write_bytes(b"\n".join([b"{not json", *reversed(lines)]) + b"\n")
+    panels = collect_panels(
+        str(case.input), str(case.forecasts), actuals=str(case.actuals), items=[3, 4]
+    )
+    for panel, b in zip(panels, (3, 4), strict=True):
+        assert panel.actual is not None
+        np.testing.assert_array_equal(panel.actual, case.horizon[b])
+    # line order (the first readable actual has no id), the lines reversed after it: line 2
+    # holds another item_id than input line 2, so it is not drawn as that series' actuals
+    first = orjson.loads(lines[0])
+    del first["item_id"]
+    rest = list(reversed(lines[1:]))
+    case.actuals.write_bytes(b"\n".join([orjson.dumps(first), *rest]) + b"\n")
+    panels = collect_panels(
+        str(case.input), str(case.forecasts), actuals=str(case.actuals), items=[0, 1]
+    )
+    np.testing.assert_array_equal(panels[0].actual, case.horizon[0])  # its own line 1
+    assert panels[1].actual is None
+
+
 @pytest.mark.parametrize(("suffix", "magic"), [("svg", b"<?xml"), ("pdf", b"%PDF")])
 def test_format_follows_the_extension(case: Case, tmp_path: Path, suffix: str,
                                       magic: bytes) -> None:  # fmt: skip
