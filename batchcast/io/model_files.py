@@ -30,6 +30,10 @@ from batchcast.io.sources import is_s3, local_path, s3_client, split_s3
 __all__ = ["ARCHIVE_SUFFIXES", "is_archive", "read_model_files", "write_model_files"]
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
+# What a model.tar.gz's members may unpack to, together (checked on their declared sizes
+# before any is unpacked): gzip packs zeros 1,000 to 1, so a small archive could otherwise
+# ask for tens of GB. A DeepAR's weights are a few MB.
+MAX_ARCHIVE_BYTES = 1 << 30
 _MISSING_CODES = ("404", "NoSuchKey", "NotFound")
 
 
@@ -136,7 +140,14 @@ def _untar(raw: bytes, uri: str, names: Collection[str]) -> dict[str, bytes]:
         with tarfile.open(fileobj=io.BytesIO(raw), mode="r:gz") as tar:
             folders: set[tuple[str, ...]] = set()  # where files are: () or one folder
             seen: set[str] = set()
-            for member in tar.getmembers():
+            declared = 0
+            for member in tar:  # lazily: a member's size is checked before it is unpacked
+                declared += member.size
+                if declared > MAX_ARCHIVE_BYTES:
+                    raise ModelError(
+                        f"{uri}: the archive's members unpack to more than "
+                        f"{MAX_ARCHIVE_BYTES} bytes (at {member.name!r}); a model is far smaller"
+                    )
                 parts = _member_path(member, uri)
                 if member.isdir():
                     continue  # the root's or a folder's own entry; checked when files come
@@ -154,6 +165,12 @@ def _untar(raw: bytes, uri: str, names: Collection[str]) -> dict[str, bytes]:
                     extracted = tar.extractfile(member)
                     assert extracted is not None  # isfile() members always extract
                     files[name] = extracted.read()
+            # tar stops at its end marker; gzip checks its CRC only at the stream's end, so
+            # without reading to it a flipped byte inside the weights loads silently.
+            stream = tar.fileobj
+            assert stream is not None  # opened from a file object
+            while stream.read(1 << 20):
+                pass
     except (tarfile.TarError, EOFError, OSError) as err:  # OSError: gzip's BadGzipFile
         raise ModelError(f"{uri} is not a readable .tar.gz: {err}") from err
     return files

@@ -6,6 +6,7 @@ every way an artifact can be broken must surface as a ModelError that says what 
 
 from __future__ import annotations
 
+import gzip
 import io
 import shutil
 import tarfile
@@ -231,6 +232,33 @@ def test_truncated_tar_gz(model: DeepAR, tmp_path: Path) -> None:
     save_model(model, str(archive))
     archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
     with pytest.raises(ModelError, match=str(archive)):
+        load_model(str(archive))
+
+
+def test_a_flipped_byte_inside_a_tar_gz_is_a_model_error_not_other_weights(
+    model: DeepAR, tmp_path: Path
+) -> None:
+    """tar stops reading at its end marker, before gzip's CRC: a byte flipped inside the
+    weights used to load as a different network, forecasting with exit 0."""
+    archive = tmp_path / "model.tar.gz"
+    save_model(model, str(archive))
+    raw = bytearray(archive.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    archive.write_bytes(bytes(raw))
+    with pytest.raises(ModelError, match=r"not a readable \.tar\.gz"):
+        load_model(str(archive))
+
+
+def test_a_tar_gz_whose_members_unpack_too_large_is_refused_before_unpacking(
+    tmp_path: Path,
+) -> None:
+    """A declared member size is checked before the member is read: a small archive of
+    zeros could otherwise ask for tens of GB."""
+    archive = tmp_path / "model.tar.gz"
+    info = tarfile.TarInfo("model.safetensors")
+    info.size = (1 << 30) + 1
+    archive.write_bytes(gzip.compress(info.tobuf()))  # a header alone declares the size
+    with pytest.raises(ModelError, match="unpack to more than 1073741824 bytes"):
         load_model(str(archive))
 
 
