@@ -12,6 +12,7 @@ torch.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -100,6 +101,11 @@ def _freeze(instance: object, **values: Any) -> None:
 # Hyperparameters
 
 _REQUIRED_HYPERPARAMETERS = ("time_freq", "context_length", "prediction_length", "epochs")
+# Sizes past which a network's buffers, not its weights, exhaust memory (a window is
+# held per series, a horizon per sample path): what a config.json or the hyperparameters
+# may ask for. A corrupt config.json with prediction_length 1e6 was OOM-killed at 24 GB.
+MAX_PREDICTION_LENGTH = 10_000
+MAX_PAST_LENGTH = 100_000  # context_length + the largest lag
 # Positive integers, checked and stored the same way.
 _POSITIVE_INTS = (
     "context_length",
@@ -161,6 +167,7 @@ class DeepARConfig:
     def __post_init__(self) -> None:
         parse_frequency(self.time_freq)
         _freeze(self, **{name: as_int(name, getattr(self, name)) for name in _POSITIVE_INTS})
+        _check_lengths(self.context_length, self.prediction_length, 0)
         learning_rate = as_float("learning_rate", self.learning_rate)
         if not learning_rate > 0.0:
             raise ConfigError(f"learning_rate must be > 0, got {learning_rate}")
@@ -290,6 +297,15 @@ class ModelSpec:
         minimum_scale = as_float("minimum_scale", self.minimum_scale)
         if not minimum_scale > 0.0:
             raise ConfigError(f"minimum_scale must be > 0, got {minimum_scale}")
+        if self.default_scale is not None:
+            default_scale = as_float("default_scale", self.default_scale)
+            if not 0.0 < default_scale < math.inf:  # a scale divides: > 0, and NaN fails too
+                raise ConfigError(f"default_scale must be > 0 (or null), got {default_scale}")
+        _check_lengths(
+            as_int("context_length", self.context_length),
+            as_int("prediction_length", self.prediction_length),
+            lags[-1] - 1,
+        )
         _freeze(
             self,
             freq=str(self.freq),
@@ -536,6 +552,20 @@ class InferenceConfig:
         if self.classes is not None:
             out["classes"] = self.classes.to_dict()
         return out
+
+
+def _check_lengths(context_length: int, prediction_length: int, extra_past: int) -> None:
+    """``prediction_length`` and the past window (``context_length + extra_past``: the
+    largest lag's reach) within :data:`MAX_PREDICTION_LENGTH` and :data:`MAX_PAST_LENGTH`."""
+    if prediction_length > MAX_PREDICTION_LENGTH:
+        raise ConfigError(
+            f"prediction_length must be <= {MAX_PREDICTION_LENGTH}, got {prediction_length}"
+        )
+    if context_length + extra_past > MAX_PAST_LENGTH:
+        reach = "" if not extra_past else f" plus the largest lag ({extra_past + 1}) less 1"
+        raise ConfigError(
+            f"context_length{reach} must be <= {MAX_PAST_LENGTH}, got {context_length + extra_past}"
+        )
 
 
 def unsupported_keys(bad: Sequence[str], supported: Sequence[str]) -> ConfigError:

@@ -189,12 +189,26 @@ def test_config_that_is_not_an_object(saved: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "change", [{"lags": ["x"]}, {"num_cells": 0}, {"num_layers": 0}, {"dropout_rate": 7.0}]
+    ("change", "named"),
+    [
+        ({"lags": ["x"]}, "lags"),
+        ({"num_cells": 0}, "num_cells"),
+        ({"num_layers": 0}, "num_layers"),
+        ({"dropout_rate": 7.0}, "dropout_rate"),
+        # no weight depends on these, so only a bound stops them: each once ran out of memory
+        ({"prediction_length": 1_000_000}, "prediction_length must be <= 10000"),
+        ({"context_length": 10**9}, "context_length"),
+        ({"lags": [1, 2, 10**9]}, "the largest lag"),
+        ({"default_scale": -1}, "default_scale must be > 0"),
+        ({"default_scale": 0}, "default_scale must be > 0"),
+    ],
 )
-def test_invalid_spec_values_are_model_errors(saved: Path, change: dict[str, Any]) -> None:
+def test_invalid_spec_values_are_model_errors(
+    saved: Path, change: dict[str, Any], named: str
+) -> None:
     """A spec value that cannot build a network is a broken artifact, not a crash."""
     _edit_config(saved, lambda c: c["spec"].update(change))
-    with pytest.raises(ModelError):
+    with pytest.raises(ModelError, match=named):
         load_model(str(saved))
 
 

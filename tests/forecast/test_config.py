@@ -154,6 +154,9 @@ def test_valid_hyperparameter(name: str, value: Any, expected: Any) -> None:
         ("test_quantiles", '[0.5, "x"]', "'x'"),
         ("test_quantiles", "abc", "'abc'"),
         ("test_quantiles", "[]", "empty"),
+        # sizes whose buffers, not weights, would exhaust memory
+        ("prediction_length", "10001", "10001"),
+        ("context_length", "100001", "100001"),
     ],
 )
 def test_invalid_hyperparameter_names_field_and_value(name: str, value: Any, shown: str) -> None:
