@@ -179,6 +179,8 @@ def _infinite_number(line: bytes, err: orjson.JSONDecodeError) -> FieldError:
         return FieldError("$", f"expected a JSON object, found invalid JSON ({err})")
     path = next(_infinite_paths(value), ())
     found = literals[0] if literals else "inf"
+    if len(found) > 40:  # a line may hold megabytes of digits: the error must not echo them
+        found = f"{found[:20]}... ({len(found)} characters)"
     where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
     if path[:1] == ("target",) and len(path) == 2:
         return FieldError(
@@ -189,7 +191,8 @@ def _infinite_number(line: bytes, err: orjson.JSONDecodeError) -> FieldError:
         return FieldError(
             "dynamic_feat", f"{where}: expected a number within float32's range, found {found}"
         )
-    return FieldError("$", f"{where or 'the line'}: the number {found} is beyond float64's range")
+    field = "cat" if path[:1] == ("cat",) else "$"  # a field of the record contract, or "$"
+    return FieldError(field, f"{where or 'the line'}: the number {found} is beyond float64's range")
 
 
 def _infinite_paths(

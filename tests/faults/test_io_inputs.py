@@ -126,6 +126,23 @@ def test_a_number_beyond_float64_elsewhere_names_its_place() -> None:
     assert "2e308" in error.message
 
 
+@pytest.mark.parametrize(("field", "where"), [("target", "target[1]"), ("cat", "cat[0]")])
+def test_a_number_of_a_million_digits_is_not_echoed_whole(field: str, where: str) -> None:
+    """The error names the number, but a line of megabytes of digits must not make every
+    listed error (and the summary holding them) as large."""
+    digits = b"9" * 1_000_000
+    values = b"[1, " + digits + b"]" if field == "target" else b"[" + digits + b"]"
+    line = b'{"start": "2020-01-01", "target": [1, 2], "' + field.encode() + b'": ' + values + b"}"
+    if field == "target":
+        line = b'{"start": "2020-01-01", "target": ' + values + b"}"
+    rich = RecordContract(prediction_length=1, cardinality=(3,), future_length=1)
+    [error] = decode_records([line], uri=URI, contract=rich).errors
+    assert error.field == field
+    assert where in error.message
+    assert "(1000000 characters)" in error.message
+    assert len(error.message) < 300
+
+
 @pytest.mark.parametrize("value", [1e38, -3.0e38, 2e30])
 def test_a_target_beyond_the_scale_bound_is_a_record_error(value: float) -> None:
     out = decode_records([_record([1.0, value])], uri=URI, contract=PLAIN)
