@@ -97,6 +97,10 @@ def _response_keys(args: argparse.Namespace) -> Any:
     return ResponseKeys(**given)
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def run_transform_command(args: argparse.Namespace) -> int:
     """Run ``batchcast transform``; the exit status."""
     from batchcast.api import transform
@@ -123,6 +127,8 @@ def run_transform_command(args: argparse.Namespace) -> int:
     else:
         print(summary.render())
     sys.stdout.flush()
+    for failed in summary.file_errors[:MAX_ERRORS_SHOWN]:  # each already "Type: message"
+        print(_one_line(failed["message"]), file=sys.stderr)
     errors = summary.record_errors()
     for error in errors[:MAX_ERRORS_SHOWN]:
         print(f"RecordError: {error}", file=sys.stderr)

@@ -135,3 +135,21 @@ def test_a_target_that_overflows_the_scale_is_a_record_error_not_a_null_forecast
     summary = orjson.loads((output / "_batchcast_summary.json").read_bytes())
     assert summary["counts"]["record_errors"] == 1
     capsys.readouterr()
+
+
+def test_an_unreadable_input_fails_the_job_with_its_line_on_stderr(
+    tiny_model: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A truncated .gz input failed the job with the cause only in the summary on stdout:
+    stderr, where every failure's one line belongs, was empty."""
+    import gzip
+
+    data = write_jsonl(tmp_path / "a.jsonl", synthetic_records(20, length=(20, 30)))
+    packed = gzip.compress(data.read_bytes())
+    broken = tmp_path / "in" / "a.jsonl.gz"
+    broken.parent.mkdir()
+    broken.write_bytes(packed[: len(packed) // 2])
+    argv = _argv(tiny_model, broken.parent, tmp_path / "out", "--executor", "local")
+    assert main(argv) == 1
+    err = _one_line(capsys)
+    assert err.startswith(f"CorruptInputError: {str(broken)!r} is not a readable gzip stream")
