@@ -287,7 +287,9 @@ def _start(record: dict[str, Any]) -> str:
 def _start_format_problem(start: str) -> str:
     # A start is a short string; a bad one may be megabytes, which the error must not echo.
     found = f"found {start!r}" if len(start) <= 40 else f"found {describe(start)}"
-    if _TZ_RE.search(start) and len(start) > 10:
+    # A zone follows a well-formed date and time ("2020-01-01T00:00:00+02:00"), not a year
+    # of five digits ("10000-01-01", whose "-01" would look like one).
+    if _TZ_RE.search(start) and _START_RE.match(start[:10]) and len(start) > 10:
         return f"has a time zone; expected a naive time, {_START_FORMAT}, {found}"
     if "T" in start:
         return f"expected a space between date and time, {_START_FORMAT}, {found}"

@@ -228,6 +228,17 @@ def test_a_huge_bad_start_is_not_echoed_whole() -> None:
     assert "found '2020/01/01'" in short.errors[0].message  # a short one is quoted whole
 
 
+def test_a_five_digit_year_is_not_called_a_time_zone() -> None:
+    out = decode_records([_line(start="10000-01-01", target=[1.0])], uri=URI, contract=PLAIN)
+    [error] = out.errors
+    assert "time zone;" not in error.message
+    assert "found '10000-01-01'" in error.message
+    zoned = decode_records(
+        [_line(start="2020-01-01 00:00:00+02:00", target=[1.0])], uri=URI, contract=PLAIN
+    )
+    assert zoned.errors[0].message.startswith("has a time zone")
+
+
 def test_oversize_lines() -> None:
     big = _line(start="2020-01-01", target=[1.0] * 400)  # ~2 kB
     out = decode_records(
