@@ -161,6 +161,7 @@ def _in_use(uri: str, holder: Holder | None) -> OutputInUseError:
 
 def _acquire_local(uri: str, holder: Holder, *, force: bool) -> tuple[int, Holder | None]:
     path = local_path(uri)
+    data = holder.to_bytes()  # before the file exists: a holder that cannot be written leaves none
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         for _ in range(100):  # a retry only when a finishing job removed the file under us
@@ -176,7 +177,7 @@ def _acquire_local(uri: str, holder: Holder, *, force: bool) -> tuple[int, Holde
                 previous = Holder.from_bytes(_read_fd(fd))
                 if previous is not None:
                     _log.warning("taking over the lock of a dead run: %s", previous.describe())
-                _write_fd(fd, holder.to_bytes())
+                _write_fd(fd, data)
                 return fd, previous
             os.close(fd)
     except OSError as err:

@@ -47,6 +47,8 @@ DEFAULT_MAX_HELD_MB = 256.0
 # SageMaker DeepAR's largest num_samples (docs/inference.md). Checked for jobs here rather
 # than in InferenceConfig: the online path (serve, predict) bounds a request by its rows.
 MAX_NUM_SAMPLES = 1000
+MAX_WORKERS = 4096  # model workers of one job: far past any cluster's CPUs, short of absurd
+_INT64 = 1 << 63
 
 # SageMaker's TransformJobName pattern; the name also names the job's Ray actors.
 _NAME_RE = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
@@ -192,8 +194,12 @@ class TransformJob:
         if not 1 <= self.max_payload_mb <= 100:
             expected = f"must be in [1, 100], got {self.max_payload_mb}"
             raise ConfigError.for_key("max_payload_mb", "MaxPayloadInMB", expected)
-        if self.workers is not None and self.workers < 1:
-            raise ConfigError.for_key("workers", "workers", f"must be >= 1, got {self.workers}")
+        if self.workers is not None and not 1 <= self.workers <= MAX_WORKERS:
+            expected = f"must be in [1, {MAX_WORKERS}], got {self.workers}"
+            raise ConfigError.for_key("workers", "workers", expected)
+        if not -_INT64 <= self.seed < _INT64:  # seeds travel as 64-bit integers (JSON, torch)
+            expected = f"must be a 64-bit integer, got {self.seed}"
+            raise ConfigError.for_key("seed", "seed", expected)
         if self.gpus_per_worker < 0:
             raise ConfigError.for_key(
                 "gpus_per_worker", "gpus_per_worker", f"must be >= 0, got {self.gpus_per_worker}"
@@ -500,7 +506,8 @@ def _transform_input(value: Any, ignored: list[tuple[str, str]]) -> dict[str, An
     split = data.get("SplitType", "Line")
     if split != "Line":
         raise ConfigError(f"SplitType must be 'Line' for JSON Lines input, got {split!r}")
-    out: dict[str, Any] = {"input": s3["S3Uri"], "data_type": s3.get("S3DataType", "S3Prefix")}
+    uri = _uri("TransformInput.DataSource.S3DataSource.S3Uri", s3["S3Uri"])
+    out: dict[str, Any] = {"input": uri, "data_type": s3.get("S3DataType", "S3Prefix")}
     if "ContentType" in data:
         out["content_type"] = data["ContentType"]
     if "CompressionType" in data:
@@ -508,12 +515,18 @@ def _transform_input(value: Any, ignored: list[tuple[str, str]]) -> dict[str, An
     return out
 
 
+def _uri(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key} must be a non-empty string (a path or s3:// URI), got {value!r}")
+    return value
+
+
 def _transform_output(value: Any, ignored: list[tuple[str, str]]) -> dict[str, Any]:
     data = _mapping("TransformOutput", value)
     _no_unknown("TransformOutput", data, ("S3OutputPath", "Accept", "AssembleWith", "KmsKeyId"))
     if "S3OutputPath" not in data:
         raise ConfigError("TransformOutput.S3OutputPath is required")
-    out: dict[str, Any] = {"output": data["S3OutputPath"]}
+    out: dict[str, Any] = {"output": _uri("TransformOutput.S3OutputPath", data["S3OutputPath"])}
     if "Accept" in data:
         out["accept"] = data["Accept"]
     if "AssembleWith" in data:

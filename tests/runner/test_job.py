@@ -145,6 +145,11 @@ def test_an_unknown_key_raises_naming_it(
         (("TransformJobName",), "bad name!", "TransformJobName"),
         (("TransformInput",), "s3://b/in", "TransformInput"),
         (("Environment",), ["DEEPAR_INFERENCE_CONFIG"], "Environment"),
+        # not strings: these ended as TypeErrors naming no key
+        (("TransformInput", "DataSource", "S3DataSource", "S3Uri"), 5, "S3Uri"),
+        (("TransformInput", "DataSource", "S3DataSource", "S3Uri"), ["s3://b/in"], "S3Uri"),
+        (("TransformOutput", "S3OutputPath"), 5, "S3OutputPath"),
+        (("TransformOutput", "S3OutputPath"), "", "S3OutputPath"),
     ],
 )
 def test_an_invalid_value_raises_naming_the_key(
@@ -268,6 +273,8 @@ def test_input_and_output_are_required_without_a_body() -> None:
         ("on_error", "ignore", "on_error"),
         ("pipeline", "gpu", "pipeline"),
         ("workers", 0, "workers"),
+        ("workers", 99999999999999999999, "workers must be in"),
+        ("seed", 99999999999999999999999, "seed must be a 64-bit integer"),
         ("shard_mb", 0, "shard_mb"),
         ("gpus_per_worker", -1, "gpus_per_worker"),
         ("model", "", "model"),
