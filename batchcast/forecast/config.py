@@ -425,9 +425,7 @@ class InferenceConfig:
             object.__setattr__(self, "keys", tuple(self.keys))
         if self.supported is not None:
             object.__setattr__(self, "supported", tuple(self.supported))
-            bad = [k for k in self.output_keys if k not in self.supported]
-            if bad:
-                raise unsupported_keys(bad, self.supported)
+            check_supported(self.output_keys, self.supported)
         if "quantiles" in self.output_keys and not self.quantiles:
             raise ConfigError("quantiles must not be empty when the output holds 'quantiles'")
         keys = tuple(_quantile_key("quantiles", q) for q in self.quantiles)
@@ -568,13 +566,19 @@ def _check_lengths(context_length: int, prediction_length: int, extra_past: int)
         )
 
 
-def unsupported_keys(bad: Sequence[str], supported: Sequence[str]) -> ConfigError:
-    """The error for output keys a deployment does not allow, in the SageMaker Python SDK's
-    wording and list format (``AutoML._check_inference_keys``)."""
-    return ConfigError(
-        f"Requested inference output keys [{', '.join(bad)}] are unsupported. "
-        f"The supported inference keys are [{', '.join(supported)}]"
-    )
+def check_supported(keys: Sequence[str], supported: Sequence[str]) -> None:
+    """Every one of ``keys`` is among the ``supported`` keys of a deployment.
+
+    Raises:
+        ConfigError: in the SageMaker Python SDK's wording and list format
+            (``AutoML._check_inference_keys``), naming the keys that are not.
+    """
+    bad = [k for k in keys if k not in supported]
+    if bad:
+        raise ConfigError(
+            f"Requested inference output keys [{', '.join(bad)}] are unsupported. "
+            f"The supported inference keys are [{', '.join(supported)}]"
+        )
 
 
 def _short(value: Any, limit: int = 80) -> str:

@@ -49,7 +49,7 @@ import orjson
 
 from batchcast.errors import ConfigError, RecordError
 from batchcast.forecast.classes import CLASS_KEYS
-from batchcast.forecast.config import OUTPUT_TYPES, InferenceConfig, unsupported_keys
+from batchcast.forecast.config import OUTPUT_TYPES, InferenceConfig, check_supported
 
 __all__ = [
     "ACCEPT_TYPES",
@@ -123,10 +123,6 @@ def parse_keys(value: str | Sequence[str] | None, *, name: str) -> tuple[str, ..
             raise ConfigError(f"{name} repeats the key {key!r}: {value!r}")
         keys.append(key)
     return tuple(keys)
-
-
-def _unsupported(bad: Sequence[str], supported: Sequence[str]) -> ConfigError:
-    return unsupported_keys(bad, supported)
 
 
 @dataclass(frozen=True)
@@ -215,10 +211,7 @@ class ResponseKeys:
         return keys
 
     def _check_supported(self, keys: Sequence[str]) -> None:
-        supported = self.supported if self.supported is not None else OUTPUT_KEYS
-        bad = [k for k in keys if k not in supported]
-        if bad:
-            raise _unsupported(bad, supported)
+        check_supported(keys, self.supported if self.supported is not None else OUTPUT_KEYS)
 
     def to_environment(self) -> dict[str, str]:
         """The settings that are set, as environment entries (for a job's summary)."""
