@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from batchcast import __version__
-from batchcast.errors import BatchcastError
+from batchcast.errors import BatchcastError, one_line
 from batchcast.report.command import add_parsers as add_report_parsers
 from batchcast.runner.command import add_parser as add_transform_parser
 from batchcast.runner.command import read_json
@@ -185,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # the last line of defence: one line, never a traceback
         if os.environ.get(DEBUG_ENV, "0") not in ("", "0"):
             raise
-        text = " ".join(str(err).split()) or "(no message)"
+        text = one_line(err) or "(no message)"
         text = text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
         hint = f"(set {DEBUG_ENV}=1 for the traceback)"
         print(f"{type(err).__name__}: {text} {hint}", file=sys.stderr)

@@ -6,9 +6,11 @@
     ├── ConfigError                a bad hyperparameter, inference configuration or job description
     ├── RecordError                one input record breaks SPEC.md §1 (uri, 1-based line, field)
     ├── ShardError                 a shard could not be processed (I/O, a worker lost for good)
-    └── ModelError                 a model artifact is missing, malformed or incompatible
+    ├── ModelError                 a model artifact is missing, malformed or incompatible
+    └── TrainingError              training produced no usable network (a non-finite loss)
 
 User errors (bad data, bad configuration) are these; an internal bug is anything else.
+:func:`one_line` is how any error's message reaches a user: on one line.
 """
 
 from __future__ import annotations
@@ -24,6 +26,12 @@ __all__ = [
     "ShardError",
     "TrainingError",
 ]
+
+
+def one_line(message: object) -> str:
+    """``message`` with every run of whitespace (newlines included) made one space: what a
+    ``Type: message`` line, a summary's reason or a log line carries."""
+    return " ".join(str(message).split())
 
 
 class BatchcastError(Exception):

@@ -31,7 +31,7 @@ from typing import Any, BinaryIO
 
 import botocore.exceptions
 
-from batchcast.errors import BatchcastError
+from batchcast.errors import BatchcastError, one_line
 from batchcast.io.sources import InputObject, is_s3, local_path, s3_client, split_s3
 
 __all__ = [
@@ -87,7 +87,7 @@ class OutputError(BatchcastError):
 
 def _cause(err: BaseException) -> str:
     """``err`` in one line: its type and message (OSError's strerror and path included)."""
-    text = " ".join(str(err).split())
+    text = one_line(err)
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 

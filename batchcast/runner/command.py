@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from batchcast.errors import ConfigError
+from batchcast.errors import ConfigError, one_line
 
 __all__ = ["FLAGS", "MAX_ERRORS_SHOWN", "add_parser", "read_json"]
 
@@ -97,10 +97,6 @@ def _response_keys(args: argparse.Namespace) -> Any:
     return ResponseKeys(**given)
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def run_transform_command(args: argparse.Namespace) -> int:
     """Run ``batchcast transform``; the exit status."""
     from batchcast.api import transform
@@ -128,7 +124,7 @@ def run_transform_command(args: argparse.Namespace) -> int:
         print(summary.render())
     sys.stdout.flush()
     for failed in summary.file_errors[:MAX_ERRORS_SHOWN]:  # each already "Type: message"
-        print(_one_line(failed["message"]), file=sys.stderr)
+        print(one_line(failed["message"]), file=sys.stderr)
     errors = summary.record_errors()
     for error in errors[:MAX_ERRORS_SHOWN]:
         print(f"RecordError: {error}", file=sys.stderr)
