@@ -253,8 +253,8 @@ def train_model(
         )
     if np.isnan(batch.target).all():
         raise ConfigError("the training data has no observed target value (all null or NaN)")
-    if test is not None:
-        _check_test(test, p)
+    # The test channel is cut once, and checked before training rather than after it.
+    withheld = None if test is None else _withheld_test(test, p)
     candidates = config.scaling_candidates
     if not _can_validate(batch, p):
         candidates = candidates[:1]  # nothing to validate on, so nothing to choose by: "mean"
@@ -279,7 +279,8 @@ def train_model(
     if len(results) > 1:
         result.scaling_losses = {r.model.spec.scaling: _choice_loss(r) for r in results}
     if test is not None:
-        result.metrics = evaluate(result.model, test, config, seed=seed)
+        assert withheld is not None  # cut above whenever there is a test channel
+        result.metrics = _score_withheld(result.model, *withheld, config, seed=seed)
     return result
 
 
@@ -308,15 +309,16 @@ def _diverged(results: list[TrainResult]) -> str:
     )
 
 
-def _check_test(test: SeriesBatch, horizon: int) -> None:
-    """Fail before training when the test channel cannot be scored (``evaluate`` would
-    report a perfect 0 for points that are all missing)."""
-    _, actual = _withhold(test, horizon)
+def _withheld_test(test: SeriesBatch, horizon: int) -> tuple[SeriesBatch, np.ndarray]:
+    """:func:`_withhold` of the test channel, refused when it leaves nothing to score
+    (``evaluate`` would report a perfect 0 for points that are all missing)."""
+    cut, actual = _withhold(test, horizon)
     if np.isnan(actual).all():
         raise ConfigError(
             f"the test data's last prediction_length={horizon} points are missing (null or "
             "NaN) in every test series: nothing to score"
         )
+    return cut, actual
 
 
 def _choice_loss(result: TrainResult) -> float:
@@ -457,7 +459,13 @@ def evaluate(
     loss of level q is ``2 * sum(pinball_q) / sum(|y|)`` over all series and steps (observed
     points only).
     """
-    cut, actual = _withhold(test, config.prediction_length)
+    return _score_withheld(model, *_withhold(test, config.prediction_length), config, seed=seed)
+
+
+def _score_withheld(
+    model: DeepAR, cut: SeriesBatch, actual: np.ndarray, config: DeepARConfig, *, seed: int
+) -> dict[str, Any]:
+    """:func:`evaluate` of test series already cut: forecast ``cut``, score against ``actual``."""
     levels = [repr(float(q)) for q in config.test_quantiles]
     inference = InferenceConfig(
         num_samples=config.num_eval_samples,
