@@ -29,7 +29,6 @@ run as batchcast and prints the ratios; alone:
 from __future__ import annotations
 
 import argparse
-import itertools
 import logging
 import os
 import subprocess
@@ -58,7 +57,7 @@ from benchmarks.common import (
     reset_peak_rss,
 )
 from benchmarks.data import DataSpec, ensure_jsonl
-from benchmarks.parallel import measure_part, process_counts, run_parts
+from benchmarks.parallel import measure_part, process_counts, read_slice, run_parts
 
 __all__ = [
     "DEFAULT_WORKDIR",
@@ -232,12 +231,6 @@ def _prepare_child(args: argparse.Namespace) -> None:
 # The subprocesses (``--child``): each prints one JSON line per configuration
 
 
-def read_lines(path: Path, n: int) -> list[bytes]:
-    """The first ``n`` lines of ``path``, without newlines."""
-    with path.open("rb") as f:
-        return [line.rstrip(b"\n") for line in itertools.islice(f, n)]
-
-
 def _timed(
     run: Callable[[list[bytes], Any], int], lines_path: Path, n: int, out: Path
 ) -> dict[str, Any]:
@@ -245,7 +238,7 @@ def _timed(
     RSS meanwhile."""
     reset_peak_rss()
     started = time.perf_counter()
-    lines = read_lines(lines_path, n)
+    lines = read_slice(lines_path, 0, n)
     with out.open("wb") as f:
         series = run(lines, f)
     seconds = time.perf_counter() - started

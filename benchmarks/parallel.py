@@ -33,7 +33,7 @@ import orjson
 
 from benchmarks.common import REPO, emit, peak_rss_mb, reset_peak_rss
 
-__all__ = ["measure_part", "part_slice", "process_counts", "run_parts"]
+__all__ = ["measure_part", "part_slice", "process_counts", "read_slice", "run_parts"]
 
 _READY = b'{"ready": true}\n'
 
@@ -58,7 +58,8 @@ def part_slice(part: str, series: int) -> tuple[int, int]:
     return i * series // p, (i + 1) * series // p
 
 
-def _read_slice(path: Path, lo: int, hi: int) -> list[bytes]:
+def read_slice(path: Path, lo: int, hi: int) -> list[bytes]:
+    """Lines ``[lo, hi)`` of ``path``, without newlines."""
     with path.open("rb") as f:
         return [line.rstrip(b"\n") for line in itertools.islice(f, lo, hi)]
 
@@ -74,7 +75,7 @@ def measure_part(
     part's slice (read, forecast, write) and print one record with its wall-clock stamps."""
     out = Path(tempfile.gettempdir()) / f"batchcast-bench-{name}-part-{os.getpid()}.jsonl"
     with out.open("wb") as f:
-        run(_read_slice(args.input, 0, args.warmup_series), f)
+        run(read_slice(args.input, 0, args.warmup_series), f)
     sys.stdout.buffer.write(_READY)
     sys.stdout.flush()
     if not sys.stdin.readline():  # the parent closed stdin without releasing us: aborted
@@ -82,7 +83,7 @@ def measure_part(
     reset_peak_rss()
     lo, hi = part_slice(args.part, args.series)
     started_ns, t0 = time.time_ns(), time.perf_counter()
-    lines = _read_slice(args.input, lo, hi)
+    lines = read_slice(args.input, lo, hi)
     with out.open("wb") as f:
         series = run(lines, f)
     seconds = time.perf_counter() - t0
