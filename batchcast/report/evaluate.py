@@ -47,6 +47,7 @@ from batchcast.io import join_uri, open_range
 from batchcast.report.reading import (
     ForecastLine,
     SeriesLine,
+    different_items,
     iter_forecasts,
     iter_series,
     pair_files,
@@ -259,7 +260,7 @@ def _by_order(actuals: Iterator[SeriesLine], items: Iterator[_Item]) -> Iterator
             yield a, None, "no forecast line for this actual line (the forecasts are shorter)"
         elif a is None:
             yield None, f, "no actual line for this forecast line (the actuals are shorter)"
-        elif a.item_id is not None and f.item_id is not None and a.item_id != f.item_id:
+        elif different_items(a.item_id, f.item_id):
             # never score a forecast against another series' actuals, whatever the rule
             yield (
                 a,

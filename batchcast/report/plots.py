@@ -24,6 +24,7 @@ from batchcast.report.reading import (
     ForecastLine,
     SeriesLine,
     count_lines,
+    different_items,
     iter_forecasts,
     iter_series,
     pair_files,
@@ -280,7 +281,7 @@ def _attach_actuals(chosen: list[_Chosen], actuals: str, forecasts: str) -> None
             if match is None or a.target is None or match.forecast.quantiles is None:
                 continue
             wanted = match.input.item_id or match.forecast.item_id
-            if not by_id and None not in (a.item_id, wanted) and a.item_id != wanted:
+            if not by_id and different_items(a.item_id, wanted):
                 continue  # paired by line with another series' actuals: draw none
             n = 0 if match.input.target is None else match.input.target.size
             horizon = len(next(iter(match.forecast.quantiles.values())))

@@ -33,6 +33,7 @@ __all__ = [
     "ForecastLine",
     "SeriesLine",
     "count_lines",
+    "different_items",
     "item_key",
     "iter_forecasts",
     "iter_lines",
@@ -314,3 +315,9 @@ def peek_usable(
     seen = list(itertools.islice(records, _PEEK_LINES))
     first = next((x for x in seen if usable(x)), seen[0] if seen else None)
     return first, itertools.chain(seen, records)
+
+
+def different_items(a: str | None, b: str | None) -> bool:
+    """Whether two records paired by line order are for different series: both carry an
+    ``item_id`` and they differ. Such a pair is never scored or drawn together."""
+    return a is not None and b is not None and a != b
